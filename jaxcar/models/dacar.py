@@ -1,0 +1,73 @@
+"""DACAR3/4/5 and SACAR6 (Albluwi et al., IMVIP 2018; spec §1).
+
+Keras models on the luminance channel in [0, 1], output the restored image itself (no residual).
+Quirk kept behind `activation`: the released weights were trained with LeakyReLU(0.3) (the default
+here); the authors' MatConvNet test script ran them with plain ReLU (`activation="relu"`), which
+gives ~7 dB with the released weights (spec/reference_numbers.md).
+"""
+
+import functools
+from typing import Sequence
+
+import jax.numpy as jnp
+import flax.linen as nn
+
+from jaxcar.models import layers
+
+ACTIVATIONS = {
+    "leaky_relu": functools.partial(nn.leaky_relu, negative_slope=0.3),  # Keras LeakyReLU default
+    "relu": nn.relu,
+}
+
+# (kernel, features) of every layer; the last one is linear. Param counts in the comments.
+DIRECT_LAYERS = {
+    "dacar3": ((9, 64), (7, 32), (5, 1)),                          # 106,433
+    "dacar4": ((9, 64), (3, 32), (3, 32), (5, 1)),                  # 33,761
+    "dacar5": ((9, 32), (5, 32), (5, 32), (5, 32), (5, 1)),         # 80,321
+}
+
+
+def _keras_conv(features, kernel, dtype, name):
+  # Keras 'same' at stride 1 with odd kernels is symmetric, like Flax 'SAME'.
+  return nn.Conv(features, (kernel, kernel), padding="SAME", kernel_init=layers.keras205_he_normal,
+                 bias_init=nn.initializers.zeros, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def _activation(name: str):
+  if name not in ACTIVATIONS:
+    raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+class DACAR(nn.Module):
+  """Direct architecture: a plain stack of convolutions (`conv1`..`convN`)."""
+  layer_spec: Sequence[tuple[int, int]] = DIRECT_LAYERS["dacar3"]
+  activation: str = "leaky_relu"
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    act = _activation(self.activation)
+    x = x.astype(self.dtype)
+    for i, (kernel, features) in enumerate(self.layer_spec):
+      x = _keras_conv(features, kernel, self.dtype, f"conv{i + 1}")(x)
+      if i < len(self.layer_spec) - 1:
+        x = act(x)
+    return x
+
+
+class SACAR6(nn.Module):
+  """Skip architecture: c3 sees concat([c1, c2]) (c1 first); 7 convolutions in all."""
+  activation: str = "leaky_relu"
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    act = _activation(self.activation)
+    conv = lambda features, kernel, name: _keras_conv(features, kernel, self.dtype, name)
+    c1 = act(conv(32, 9, "conv1")(x.astype(self.dtype)))
+    c2 = act(conv(32, 5, "conv2")(c1))
+    x = act(conv(32, 5, "conv3")(jnp.concatenate([c1, c2], axis=-1)))
+    for name in ("conv4", "conv5", "conv6"):
+      x = act(conv(32, 5, name)(x))
+    return conv(1, 5, "conv7")(x)

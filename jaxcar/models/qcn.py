@@ -1,0 +1,111 @@
+"""QCN, QGCN (Li et al., TIP 2020, `VDIGPKU/QGCN`; spec §4) and the EDSR baseline (QCN without maps).
+
+Inputs are normalised to [-1, 1]. QCN/QGCN take the image concatenated with its quantization maps
+(RGB: [R, G, B, QM_Y, QM_C] = 5 channels; grey: [Y, QM_Y] = 2); EDSR takes the image alone. H and W
+must be even (one stride-2 downscale, PixelShuffle(2) back up). Submodule names follow the PyTorch
+state_dict (`residual_3` = `residual.3`, `conv_global_l_0` = `conv_global_l.0`).
+"""
+
+import jax.numpy as jnp
+import flax.linen as nn
+
+from jaxcar.models import layers
+
+GLOBAL_SIZE = 112  # QGCN's global branch is asserted to take a 112x112 image
+
+
+def _conv(features, kernel, dtype, name, *, stride=1, use_bias=False):
+  # Spec §4.1: conv weights N(0, sqrt(2/(k*k*out))), biases 0; 4x4 stride-2 convs pad 1 symmetrically.
+  return layers.torch_conv(features, kernel, stride=stride, padding=1, use_bias=use_bias,
+                           kernel_init=layers.qcn_kernel, bias_init=nn.initializers.zeros, dtype=dtype, name=name)
+
+
+class ResidualBlock(nn.Module):
+  """conv3x3 -> ReLU -> conv3x3, scaled by `res_scale`, plus the input (no biases)."""
+  features: int = 64
+  res_scale: float = 0.1
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.relu(_conv(self.features, 3, self.dtype, "conv1")(x))
+    y = _conv(self.features, 3, self.dtype, "conv2")(y)
+    return x + y * self.res_scale
+
+
+def _check_even(x):
+  if x.shape[1] % 2 or x.shape[2] % 2:
+    raise ValueError(f"QCN-family networks need even height and width, got {x.shape[1]}x{x.shape[2]}; pad first")
+
+
+def _upscale(x, features, dtype):
+  x = _conv(features * 4, 3, dtype, "upscale_0", use_bias=True)(x)
+  return layers.pixel_shuffle(x, 2)
+
+
+class QCN(nn.Module):
+  """QCN (`nets/qmar.py`); with `in_channels` = image channels only it is the EDSR baseline."""
+  in_channels: int = 5
+  out_channels: int = 3
+  num_blocks: int = 64
+  features: int = 64
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    _check_even(x)
+    x = x.astype(self.dtype)
+    skip = _conv(self.features, 3, self.dtype, "conv_input")(x)
+    x = nn.relu(_conv(self.features, 4, self.dtype, "downscale_0", stride=2)(skip))
+    for i in range(self.num_blocks):
+      x = ResidualBlock(self.features, dtype=self.dtype, name=f"residual_{i}")(x)
+    x = _conv(self.features, 3, self.dtype, "conv_mid")(x)
+    x = _upscale(x, self.features, self.dtype) + skip
+    return _conv(self.out_channels, 3, self.dtype, "conv_output")(x)
+
+
+class QGCN(nn.Module):
+  """QGCN (`nets/qmarg.py`): QCN's restoration branch split in two halves, joined by a global vector."""
+  in_channels: int = 5
+  out_channels: int = 3
+  num_blocks: int = 64
+  features: int = 64
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, global_image):
+    _check_even(x)
+    g = self._global_features(global_image)
+    x = _conv(self.features, 3, self.dtype, "conv_input")(x.astype(self.dtype))
+    x = nn.relu(_conv(self.features, 4, self.dtype, "downscale_0", stride=2)(x))
+    x = self._residual_group(x, "residual1")
+    g = jnp.broadcast_to(g[:, None, None, :], x.shape[:3] + g.shape[-1:])
+    x = jnp.concatenate([x, g], axis=-1)  # local channels first, global second
+    x = nn.relu(_conv(self.features, 3, self.dtype, "conv_res_mid", use_bias=True)(x))
+    x = self._residual_group(x, "residual2")
+    x = _conv(self.features, 3, self.dtype, "conv_mid")(x)
+    x = _upscale(x, self.features, self.dtype)
+    return _conv(self.out_channels, 3, self.dtype, "conv_output")(x)
+
+  def _residual_group(self, x, prefix):
+    y = x
+    for i in range(self.num_blocks // 2):
+      y = ResidualBlock(self.features, dtype=self.dtype, name=f"{prefix}_{i}")(y)
+    return y + x
+
+  def _global_features(self, image):
+    """The global branch: 8 convs (every other one stride 2) on a 112x112 image -> a 64-vector."""
+    if image.shape[1:3] != (GLOBAL_SIZE, GLOBAL_SIZE):
+      raise ValueError(f"QGCN's global input must be {GLOBAL_SIZE}x{GLOBAL_SIZE}, got {image.shape[1]}x{image.shape[2]}")
+    x = image.astype(self.dtype)
+    for i, features in enumerate((32, 32, 64, 64, 128, 128, 128, 128)):
+      stride_two = i % 2 == 0
+      x = _conv(features, 4 if stride_two else 3, self.dtype, f"conv_global_{2 * i}",
+                stride=2 if stride_two else 1, use_bias=True)(x)
+      x = nn.relu(x)
+    x = layers.flatten_channels_first(x)  # PyTorch view(-1, 6272) flattens (c, h, w)
+    dense = lambda features, fan_in, name: nn.Dense(
+        features, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=layers.torch_default_kernel,
+        bias_init=layers.torch_default_bias(fan_in), name=name)
+    x = nn.relu(dense(1024, x.shape[-1], "conv_global_l_0")(x))
+    return dense(64, 1024, "conv_global_l_2")(x)
