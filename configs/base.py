@@ -1,0 +1,57 @@
+"""Fields shared by every jaxcar config. Model configs import `get_config()` and override.
+
+Each field says what it controls; the per-model files say which seed value they reproduce and why.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # --- network: jaxcar.models.create(model.name, **model.options) ---
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "arcnn"
+  config.model.options = ml_collections.ConfigDict()  # e.g. color, num_blocks, activation, dtype
+
+  # --- data: see jaxcar/data; every model-specific input is switched on here, not by model name ---
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "embedded"      # "embedded" (scikit-image photos), a folder, or a .txt list of files
+  config.data.color = "rgb"            # "rgb" or "grey" (BT.601 luma as MATLAB rgb2ycbcr)
+  config.data.patch_size = 64          # square crop side; a multiple of 8 keeps the JPEG grid aligned
+  config.data.quality_range = (10, 10) # JPEG quality drawn uniformly from [lo, hi] (inclusive) per patch
+  config.data.subsampling = "4:2:0"    # chroma subsampling of the degradation: "4:2:0" or "4:4:4"
+  config.data.double_quality_range = ()  # (lo, hi): recompress at a second quality with a shifted grid
+  config.data.dihedral = True          # random one of the 8 flips/rotations
+  config.data.rescale_choices = ()     # e.g. (0.9, 0.8, 0.7, 0.6): rescale with p=0.5 before cropping
+  config.data.value_range = "zero_one" # "zero_one", "minus_one_one" (QCN family) or "zero_255" (CNN-CAR)
+  config.data.quantization_maps = False  # append normalised quantization maps to the input (QCN/QGCN)
+  config.data.global_size = 0          # >0: also feed the whole patch resized to this size (QGCN: 112)
+  config.data.num_workers = 2          # Grain worker processes (0 = in the main process)
+  config.data.prefetch_buffer_size = 2
+  config.data.validation = "embedded"  # held-out images for periodic PSNR: "embedded" or a folder
+  config.data.validation_quality = 10
+
+  # --- optimisation ---
+  config.batch_size = 16               # global batch, split over processes and devices
+  config.num_steps = 1000
+  config.loss = "mse"                  # "mse", "l1", "sum_squared" (Image Restorer's reduction='sum')
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"       # any optax optimizer by name: adam, adamax, ...
+  config.optimizer.learning_rate = 1e-4
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  config.optimizer.schedule = "constant"  # "constant" or "step" (multiply by `decay_factor` every `decay_steps`)
+  config.optimizer.decay_steps = 0
+  config.optimizer.decay_factor = 0.1
+  config.optimizer.grad_clip_norm = 0.0   # >0: clip by global norm
+  config.ema_decay = 0.0                  # >0: keep an exponential moving average of the parameters
+
+  # --- loop, logging, checkpoints ---
+  config.seed = 0
+  config.log_every = 50
+  config.eval_every = 500
+  config.checkpoint_every = 500
+  config.keep_checkpoints = 3
+  return config
