@@ -122,7 +122,8 @@ def rgb_to_y(rgb) -> np.ndarray:
   if rgb.ndim != 3 or rgb.shape[-1] != 3:
     raise ValueError(f"rgb_to_y needs an (H, W, 3) image, got shape {rgb.shape}")
   y = 16.0 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
-  return np.clip(np.round(y), 0, 255).astype(np.uint8)
+  # MATLAB rounds halves away from zero (numpy's round would send 124.5 to 124).
+  return np.floor(y + 0.5).astype(np.uint8)
 
 
 def all_metrics(reference, distorted, ssim_window_name: str = "uniform") -> dict[str, float]:

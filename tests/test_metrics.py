@@ -122,6 +122,6 @@ def test_blocky_image_scores_lower_psnr_b():
 
 def test_rgb_to_y_matches_matlab_constants():
   rgb = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [10, 200, 30]]], np.uint8)
-  expected = np.round(16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255)
+  expected = np.floor(16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255 + 0.5)
   np.testing.assert_array_equal(metrics.rgb_to_y(rgb), expected.astype(np.uint8))
   assert metrics.rgb_to_y(rgb)[0, 0] == 16 and metrics.rgb_to_y(rgb)[0, 1] == 235

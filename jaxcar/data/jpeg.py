@@ -1,0 +1,123 @@
+"""The degradation itself: Pillow JPEG encode/decode, and the quantization tables read back from the bytes.
+
+The tables come from the DQT markers of the encoded file, never recomputed from the quality, so the
+same code serves real-world JPEGs whose encoder is unknown.
+"""
+
+import functools
+import io
+
+import numpy as np
+from PIL import Image
+
+SUBSAMPLINGS = ("4:2:0", "4:4:4")
+
+# ZIGZAG[k] is the natural (row-major) position of the k-th coefficient stored in a DQT table.
+ZIGZAG = np.array([
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13,
+    6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38,
+    31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63])
+
+_DQT, _SOS, _SOI = 0xDB, 0xDA, 0xD8
+_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length field
+
+
+def compress(image: np.ndarray, quality: int, subsampling: str = "4:2:0") -> bytes:
+  """Pillow JPEG of a uint8 (H, W, 1 or 3) image at `quality` (1-100); grey images stay single-channel."""
+  if not 1 <= quality <= 100:
+    raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+  if subsampling not in SUBSAMPLINGS:
+    raise ValueError(f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}")
+  pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  buffer = io.BytesIO()
+  pil.save(buffer, format="JPEG", quality=int(quality), subsampling=subsampling)
+  return buffer.getvalue()
+
+
+def decode(data: bytes, color: str) -> np.ndarray:
+  """uint8 (H, W, 3) for "rgb" or (H, W, 1) for "grey" (a colour JPEG gives its decoded luma plane)."""
+  with Image.open(io.BytesIO(data)) as image:
+    if color == "grey":
+      return np.asarray(image.convert("L") if image.mode != "L" else image)[..., None]
+    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+
+
+def quantization_tables(data: bytes) -> np.ndarray:
+  """(n_tables, 8, 8) int32 tables in natural order, indexed by table id, from the DQT markers.
+
+  Handles 8- and 16-bit precision and several tables per marker; a later definition of the same id
+  replaces the earlier one, as a decoder would see it before the first scan.
+  """
+  tables = {}
+  for segment in _segments_before_scan(data):
+    position = 0
+    while position < len(segment):
+      precision, table_id = segment[position] >> 4, segment[position] & 0x0F
+      size = 128 if precision else 64
+      if position + 1 + size > len(segment):
+        raise ValueError("truncated DQT segment")
+      values = np.frombuffer(segment, ">u2" if precision else np.uint8, 64, position + 1)
+      natural = np.empty(64, np.int32)
+      natural[ZIGZAG] = values
+      tables[table_id] = natural.reshape(8, 8)
+      position += 1 + size
+  if not tables:
+    raise ValueError("no quantization table (DQT marker) found: not a baseline/progressive JPEG")
+  return np.stack([tables[key] for key in sorted(tables)])
+
+
+def _segments_before_scan(data: bytes):
+  """Yields the payload of each DQT segment up to the first scan."""
+  if data[:2] != b"\xff\xd8":
+    raise ValueError("not a JPEG file (no start-of-image marker)")
+  position = 2
+  while position + 4 <= len(data):
+    if data[position] != 0xFF:
+      raise ValueError(f"corrupt JPEG: expected a marker at byte {position}")
+    marker = data[position + 1]
+    if marker == 0xFF:  # fill byte
+      position += 1
+      continue
+    if marker in _STANDALONE_MARKERS:
+      position += 2
+      continue
+    length = int.from_bytes(data[position + 2:position + 4], "big")
+    if marker == _DQT:
+      yield data[position + 4:position + 2 + length]
+    if marker == _SOS:
+      return
+    position += 2 + length
+
+
+def quantization_maps(tables: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+  """float32 (H, W, 1) for a grey image or (H, W, 2) (luma, chroma) for a colour one (`channels` = 3).
+
+  Each table is tiled from pixel (0, 0) with an 8-pixel period, as QCN does (also for 4:2:0 chroma), and
+  normalised as QCN does: v / 127.5 - 1. A colour image whose file has one table reuses it for chroma.
+  """
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 (grey) or 3 (colour), got {channels}")
+  tables = np.asarray(tables)
+  chosen = (0,) if channels == 1 else (0, min(1, len(tables) - 1))
+  period = np.stack([tables[i] for i in chosen], axis=-1).astype(np.int32)
+  if height * width <= _CACHED_PIXELS:
+    return _cached_tile(period.tobytes(), len(chosen), height, width)
+  return _tile(period, height, width)
+
+
+# Training asks for the same few (tables, patch size) pairs millions of times: tile those once and hand
+# out read-only arrays. Whole images at evaluation are tiled afresh so the cache stays small.
+_CACHED_PIXELS = 256 * 256
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_tile(period_bytes: bytes, channels: int, height: int, width: int) -> np.ndarray:
+  period = np.frombuffer(period_bytes, np.int32).reshape(8, 8, channels)
+  tiled = _tile(period, height, width)
+  tiled.setflags(write=False)
+  return tiled
+
+
+def _tile(period: np.ndarray, height: int, width: int) -> np.ndarray:
+  reps = (-(-height // 8), -(-width // 8), 1)
+  return np.tile(period.astype(np.float32) / 127.5 - 1.0, reps)[:height, :width]

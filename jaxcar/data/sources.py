@@ -1,0 +1,120 @@
+"""Where ground-truth images come from and how one file becomes a clean uint8 array.
+
+A source is "embedded" (real photographs bundled inside scikit-image, so a new user can train without
+downloading anything), a folder (searched recursively, sorted), or a .txt file listing one image path
+per line (relative paths are taken from the list's folder).
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg")
+COLORS = ("rgb", "grey")
+
+# Only photographs of real scenes: skimage also ships drawings, text, microscopy and synthetic patterns.
+EMBEDDED_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
+                   "grass.png", "gravel.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png",
+                   "rocket.jpg")
+
+# Transparent pixels are composited over this background; white is what viewers show for a page.
+ALPHA_BACKGROUND = 255
+
+
+class ImageError(ValueError):
+  """A file that cannot be used as a ground-truth image (the message names the file and why)."""
+
+
+def list_images(source: str | Path) -> list[str]:
+  """Image paths of a source, sorted and deterministic; a clear error if it holds none."""
+  if str(source) == "embedded":
+    return _embedded_paths()
+  path = Path(source).expanduser()
+  if path.is_dir():
+    found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
+      raise FileNotFoundError(f"image folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    return found
+  if path.is_file() and path.suffix.lower() == ".txt":
+    return _listed_paths(path)
+  raise FileNotFoundError(f"image source {source} not found: give 'embedded', a folder or a .txt list")
+
+
+def _embedded_paths() -> list[str]:
+  import skimage.data  # pylint: disable=import-outside-toplevel  (only this source needs it)
+  folder = Path(skimage.data.__file__).parent
+  return [str(folder / name) for name in EMBEDDED_PHOTOS if (folder / name).is_file()]
+
+
+def _listed_paths(list_file: Path) -> list[str]:
+  lines = [line.strip() for line in list_file.read_text().splitlines()]
+  paths = [str((list_file.parent / line).resolve()) for line in lines if line and not line.startswith("#")]
+  if not paths:
+    raise FileNotFoundError(f"image list {list_file} names no files")
+  return paths
+
+
+def load_image(path: str | Path, color: str) -> np.ndarray:
+  """Decodes one file into uint8 (H, W, 3) for "rgb" or (H, W, 1) for "grey".
+
+  EXIF orientation is applied; 16-bit samples are scaled to 8 bits (v / 257, rounded); alpha is
+  dropped by compositing over white; palette and CMYK files are converted to RGB (CMYK naively, without
+  its ICC profile). "grey" keeps a grey file's own values; a colour file becomes its BT.601 luma as
+  MATLAB `rgb2ycbcr` computes it (Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255, range 16-235,
+  rounded). Raises ImageError (one line naming the file) for anything unreadable. Pillow's
+  decompression-bomb guard stays on.
+  """
+  if color not in COLORS:
+    raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+  try:
+    with Image.open(path) as image:
+      image = ImageOps.exif_transpose(image)
+      pixels, is_grey = _to_uint8(image)
+  except ImageError as error:
+    raise ImageError(f"{path}: {error}") from None
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    raise ImageError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+  if color == "grey":
+    return pixels[..., :1] if is_grey else rgb_to_luma(pixels)
+  return np.repeat(pixels, 3, axis=-1) if is_grey else pixels
+
+
+def _to_uint8(image: Image.Image) -> tuple[np.ndarray, bool]:
+  """(H, W, C) uint8 with C = 1 for grey files and 3 otherwise, and whether the file is grey."""
+  mode = image.mode
+  if mode in ("1", "L"):
+    return np.asarray(image.convert("L"))[..., None], True
+  if mode.startswith("I;16") or mode == "I":
+    samples = np.asarray(image).astype(np.float64)
+    return np.clip(np.round(samples / 257.0), 0, 255).astype(np.uint8)[..., None], True
+  if mode == "F":
+    raise ImageError("floating-point pixels have no known value range; save the image as 8 or 16 bit")
+  if mode == "LA" or (mode == "P" and "transparency" in image.info) or mode in ("RGBA", "PA", "La"):
+    return _over_background(image.convert("RGBA")), False
+  return np.asarray(image.convert("RGB")), False
+
+
+def _over_background(rgba: Image.Image) -> np.ndarray:
+  pixels = np.asarray(rgba).astype(np.float32)
+  alpha = pixels[..., 3:] / 255.0
+  blended = pixels[..., :3] * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
+  return np.round(blended).astype(np.uint8)
+
+
+def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
+  """uint8 RGB (H, W, 3) -> uint8 Y (H, W, 1), BT.601 studio range as MATLAB `rgb2ycbcr`."""
+  weights = np.array([65.481, 128.553, 24.966], np.float64)
+  luma = rgb.astype(np.float64) @ weights / 255.0 + 16.0
+  # MATLAB rounds halves away from zero; numpy's round would send 124.5 to 124.
+  return np.floor(luma + 0.5).astype(np.uint8)[..., None]
+
+
+def report_skipped(skipped: dict[str, str], what: str) -> None:
+  """Logs each skipped file once, with why, so bad data is visible but never fatal."""
+  if not skipped:
+    return
+  logging.warning("%s: skipped %d file(s)", what, len(skipped))
+  for path, reason in sorted(skipped.items()):
+    logging.warning("  skipped %s: %s", path, reason)
