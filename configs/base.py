@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.global_size = 0          # >0: also feed the whole patch resized to this size (QGCN: 112)
   config.data.num_workers = 2          # Grain worker processes (0 = in the main process)
   config.data.prefetch_buffer_size = 2
+  config.data.cache_dir = ""           # decoded-image cache; "" = $JAXCAR_CACHE or ~/.cache/jaxcar/decoded
   config.data.validation = "embedded"  # held-out images for periodic PSNR: "embedded" or a folder
   config.data.validation_quality = 10
 
@@ -45,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.schedule = "constant"  # "constant" or "step" (multiply by `decay_factor` every `decay_steps`)
   config.optimizer.decay_steps = 0
   config.optimizer.decay_factor = 0.1
+  config.optimizer.decay_start = 0        # "step": step of the first decay (0 = decay_steps); DACAR decays at epoch 19
+  config.optimizer.halving_period = 20    # "restorer_halving": epochs (of decay_steps steps) without halving
   config.optimizer.grad_clip_norm = 0.0   # >0: clip by global norm
   config.ema_decay = 0.0                  # >0: keep an exponential moving average of the parameters
 

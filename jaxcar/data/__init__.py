@@ -1,0 +1,4 @@
+"""Input data: image sources, the JPEG degradation, model inputs, the Grain training pipeline, evaluation.
+
+Nothing here imports JAX: these modules run inside Grain worker processes.
+"""

@@ -1,0 +1,68 @@
+"""The Grain training pipeline: decoded images -> shard -> shuffle -> repeat -> degrade -> batch -> workers.
+
+Deterministic for a seed: Grain seeds each example's generator from the seed and the element index, so
+the batches do not depend on the worker count, and the iterator state (get_state/set_state, or
+grain.checkpoint.CheckpointSave inside an Orbax checkpoint) resumes at exactly the next batch.
+"""
+
+import logging
+
+import grain
+import numpy as np
+
+from jaxcar.data import cache, transforms
+
+
+def train_iterator(data_config, *, batch_size: int, seed: int, process_index: int | None = None,
+                   process_count: int | None = None, num_workers: int | None = None):
+  """A grain DatasetIterator of per-process batches (dicts of numpy arrays, see BUILD_NOTES.md).
+
+  process_index/process_count default to JAX's; num_workers defaults to `data_config.num_workers`
+  (0 runs the transforms in this process).
+  """
+  dataset = train_dataset(data_config, batch_size=batch_size, seed=seed, process_index=process_index,
+                          process_count=process_count)
+  workers = data_config.num_workers if num_workers is None else num_workers
+  if workers > 0:
+    options = grain.MultiprocessingOptions(num_workers=workers,
+                                           per_worker_buffer_size=data_config.prefetch_buffer_size)
+    dataset = dataset.mp_prefetch(options)
+  return iter(dataset)
+
+
+def train_dataset(data_config, *, batch_size: int, seed: int, process_index: int | None = None,
+                  process_count: int | None = None) -> grain.IterDataset:
+  """The pipeline up to (not including) the worker processes."""
+  if process_index is None or process_count is None:
+    process_index, process_count = _jax_process()
+  settings = transforms.PairSettings.from_config(data_config)
+  images = cache.decoded_images(data_config.source, data_config.color, data_config.get("cache_dir"))
+  usable = large_enough(images, settings.crop_size)
+  if len(usable) < process_count:
+    raise ValueError(f"{data_config.source}: {len(usable)} usable images cannot feed {process_count} processes")
+  # Different processes hold different images but the same element indices: fold the process in so
+  # their crops and qualities are not drawn in lockstep.
+  process_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
+  return (grain.MapDataset.source(images.subset(usable))[process_index::process_count]
+          .seed(process_seed)
+          .shuffle()
+          .repeat()
+          .random_map(transforms.MakeTrainingPair(settings))
+          .batch(batch_size, drop_remainder=True)
+          .to_iter_dataset())
+
+
+def large_enough(images: cache.DecodedImages, size: int) -> list[int]:
+  """Indices of the images at least size x size; the others are reported once, by name."""
+  small = {path: f"smaller than the {size}x{size} crop ({shape[0]}x{shape[1]})"
+           for path, shape in zip(images.paths, images.shapes) if min(shape[:2]) < size}
+  if small:
+    logging.warning("skipped %d image(s) smaller than the crop", len(small))
+    for path, reason in small.items():
+      logging.warning("  skipped %s: %s", path, reason)
+  return [i for i, shape in enumerate(images.shapes) if min(shape[:2]) >= size]
+
+
+def _jax_process() -> tuple[int, int]:
+  import jax  # pylint: disable=import-outside-toplevel  (only the main process needs it)
+  return jax.process_index(), jax.process_count()

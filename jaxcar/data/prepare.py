@@ -1,0 +1,60 @@
+"""Model inputs from a decoded JPEG and its quantization tables, in the value range a model family uses.
+
+Which inputs a network takes is configuration (`config.data.value_range`, `quantization_maps`,
+`global_size`), so one pipeline serves every model without asking which model it is.
+"""
+
+import numpy as np
+import skimage.transform
+
+from jaxcar.data import jpeg
+
+VALUE_RANGES = ("zero_one", "minus_one_one", "zero_255")
+
+
+def to_model_range(image: np.ndarray, value_range: str) -> np.ndarray:
+  """uint8 -> float32: [0, 1], [-1, 1] (QCN's (x/255 - 0.5) / 0.5) or raw 0-255 (CNN-CAR)."""
+  scale, offset = _affine(value_range)
+  return np.asarray(image, np.float32) * np.float32(scale) + np.float32(offset)
+
+
+def from_model_range(values, value_range: str):
+  """Model-range values -> float in [0, 1] units (not clipped: callers decide how to clip)."""
+  scale, offset = _affine(value_range)
+  return (values - offset) / (scale * 255.0)
+
+
+def _affine(value_range: str) -> tuple[float, float]:
+  """(scale, offset) with model value = uint8 * scale + offset."""
+  if value_range == "zero_one":
+    return 1.0 / 255.0, 0.0
+  if value_range == "minus_one_one":
+    return 2.0 / 255.0, -1.0
+  if value_range == "zero_255":
+    return 1.0, 0.0
+  raise ValueError(f"value_range must be one of {VALUE_RANGES}, got {value_range!r}")
+
+
+def model_inputs(decoded: np.ndarray, tables: np.ndarray, data_config) -> dict:
+  """{"inputs": (H, W, C_in) float32[, "global_inputs": (G, G, C) float32]} for one decoded JPEG.
+
+  `inputs` is the image in `data_config.value_range` with the normalised quantization maps appended
+  when `data_config.quantization_maps`; `global_inputs` (QGCN) is the whole decoded image resized to
+  `global_size` with skimage's bicubic (order 3) resize, as QGCN does, then put in the value range.
+  Works for any H x W.
+  """
+  height, width, channels = decoded.shape
+  image = to_model_range(decoded, data_config.value_range)
+  if data_config.quantization_maps:
+    maps = jpeg.quantization_maps(tables, height, width, channels)
+    image = np.concatenate([image, maps], axis=-1)
+  result = {"inputs": image}
+  if data_config.global_size > 0:
+    result["global_inputs"] = global_image(decoded, data_config.global_size, data_config.value_range)
+  return result
+
+
+def global_image(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray:
+  """The whole image resized to size x size (QGCN's global branch input), in the value range."""
+  resized = skimage.transform.resize(decoded, (size, size), order=3)  # float64 in [0, 1]
+  return to_model_range(np.clip(resized, 0.0, 1.0) * 255.0, value_range)
