@@ -1,0 +1,7 @@
+"""DACAR4 (spec §1): the DACAR3 recipe (configs/dacar3.py) with the DACAR4 network. Variants: `:small`."""
+
+from configs import dacar3
+
+
+def get_config(arg=None):
+  return dacar3.get_config(arg, name="dacar4")

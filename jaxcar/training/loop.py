@@ -1,0 +1,129 @@
+"""`train_and_evaluate(config, workdir)`: the whole training run, flag-free so tests call it directly.
+
+Resumes from the latest checkpoint in `workdir` (state, RNG and the data iterator's position), so an
+interrupted run continues with exactly the batch it would have seen. SIGTERM/SIGINT save a checkpoint
+and return cleanly. A non-finite loss stops the run without saving, keeping the last good checkpoint.
+"""
+
+from etils import epath
+import jax
+import ml_collections
+import numpy as np
+
+from jaxcar.training import checkpoint, distributed, steps, validation, writers
+
+
+class NonFiniteLoss(FloatingPointError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class WorkdirError(OSError):
+  """The workdir cannot be created or written."""
+
+
+def make_trainer(config, mesh):
+  if "nogan" in config:
+    from jaxcar.training import nogan  # pylint: disable=import-outside-toplevel
+    return nogan.NoGANTrainer(config, mesh)
+  from jaxcar.training import supervised  # pylint: disable=import-outside-toplevel
+  return supervised.SupervisedTrainer(config, mesh)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+  """Train until `config.num_steps`; returns the last logged metrics (and validation PSNR)."""
+  _check_batch(config)
+  _prepare_workdir(workdir)
+  mesh = steps.make_mesh()
+  trainer = make_trainer(config, mesh)
+  iterator = _train_iterator(config)
+  mngr = checkpoint.manager(workdir, config)
+  state, start_step = checkpoint.restore_latest(mngr, trainer.abstract_state(), iterator)
+  if state is None:
+    state = trainer.init_state()
+  else:
+    writers.log(f"resumed from the checkpoint at step {start_step} in {workdir}")
+  checkpoint.write_config(workdir, config)
+  examples = validation.load(config.data, config.get("validation_limit", 0))
+  writer = writers.RunWriter(workdir)
+  stop = distributed.StopRequest().install()
+  try:
+    return _run(config, trainer, state, start_step, iterator, mngr, examples, writer, stop, mesh)
+  finally:
+    stop.uninstall()
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+
+
+def _run(config, trainer, state, step, iterator, mngr, examples, writer, stop, mesh) -> dict:
+  progress = writers.Progress(step, config.num_steps, config.batch_size)
+  last, pending = {}, []
+  stop_every = 1 if jax.process_count() == 1 else config.log_every  # a cross-process check costs a sync
+  while step < config.num_steps:
+    batch = steps.global_batch(next(iterator), mesh)
+    state, metrics = trainer.train_step(state, batch, step)
+    step += 1
+    pending.append(metrics)
+    at_end = step == config.num_steps
+    stopping = step % stop_every == 0 and stop.agreed(step)
+    if step % config.log_every == 0 or at_end or stopping or mngr.should_save(step):
+      last = _log(step, pending, progress, writer)
+      pending = []
+    if step % config.eval_every == 0 or at_end:
+      last.update(_validate(step, trainer, state, examples, config, writer))
+    if stopping:
+      checkpoint.save(mngr, step, state, iterator, force=True)
+      writers.log(f"stop requested: saved the checkpoint at step {step}; rerun the same command to resume")
+      return last
+    checkpoint.save(mngr, step, state, iterator, force=at_end)
+  return last
+
+
+def _log(step, pending, progress, writer) -> dict:
+  """Average the metrics since the last log; stop on NaN/Inf before anything is saved."""
+  averaged = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
+  if not all(np.isfinite(v) for v in averaged.values()):
+    raise NonFiniteLoss(f"non-finite training metrics {averaged} by step {step}; the last good checkpoint "
+                        f"is kept. Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun")
+  line, rate = progress.line(step, averaged)
+  writers.log(line)
+  writer.scalars(step, {**averaged, "patches_per_second": rate})
+  return averaged
+
+
+def _validate(step, trainer, state, examples, config, writer) -> dict:
+  if not examples:
+    return {}
+  scores, restored = validation.evaluate(lambda inputs: trainer.restore(state, inputs), examples,
+                                         config.data.value_range)
+  writers.log(f"step {step}  validation PSNR {scores['psnr']:.3f} dB (JPEG {scores['psnr_jpeg']:.3f} dB)")
+  writer.scalars(step, {f"validation/{k}": v for k, v in scores.items()})
+  writer.image(step, "validation", validation.sample_grid(examples[0], restored[0]))
+  return {f"validation_{k}": v for k, v in scores.items()}
+
+
+def _train_iterator(config):
+  from jaxcar.data import pipeline  # pylint: disable=import-outside-toplevel
+  return pipeline.train_iterator(config.data, batch_size=config.batch_size // jax.process_count(),
+                                 seed=config.seed, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+
+
+def _check_batch(config):
+  devices, processes = jax.device_count(), jax.process_count()
+  if config.batch_size % devices:
+    raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {devices} devices; "
+                     f"set --config.batch_size={max(devices, config.batch_size // devices * devices)}")
+  del processes
+
+
+def _prepare_workdir(workdir):
+  path = epath.Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_test_{jax.process_index()}"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir} is not writable ({type(e).__name__}: {e.strerror or e}); "
+                       f"pass a --workdir you can write to") from None

@@ -1,0 +1,37 @@
+"""One restoration network trained on (JPEG, clean) pairs with a pixel loss: every config but NoGAN."""
+
+import jax
+import ml_collections
+
+from jaxcar import models
+from jaxcar.training import losses, optim, steps
+
+
+class SupervisedTrainer:
+  """Builds the network, optimizer and jitted steps a config describes; holds no mutable state."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh):
+    self.config, self.mesh = config, mesh
+    self.model = models.create(config.model.name, **config.model.options)
+    self.tx = optim.optimizer(config.optimizer, config.num_steps)
+    self._step = steps.make_train_step(self.model, self.tx, losses.pixel_loss(config.loss), mesh,
+                                       config.ema_decay)
+    self._apply = steps.make_apply(self.model, mesh)
+
+  def init_state(self) -> steps.TrainState:
+    def init():
+      params = models.init(self.model, jax.random.PRNGKey(self.config.seed))["params"]
+      return steps.init_state(params, self.tx, self.config.seed, self.config.ema_decay)
+    return jax.jit(init, out_shardings=steps.replicated(self.mesh))()
+
+  def abstract_state(self):
+    return jax.eval_shape(self.init_state)
+
+  def train_step(self, state, batch: dict, step: int):
+    del step  # one phase: the same compiled step throughout
+    return self._step(state, batch)
+
+  def restore(self, state, inputs: dict):
+    """The network applied to whole-image inputs (a dict like a batch, without targets)."""
+    params = state.ema_params if state.ema_params is not None else state.params
+    return self._apply(params, *steps.model_inputs(steps.global_replicated(inputs, self.mesh)))

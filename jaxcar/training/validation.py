@@ -1,0 +1,80 @@
+"""Periodic validation during training: whole held-out images, JPEG-compressed, restored, scored.
+
+The protocol is the reference one (spec/reference_numbers.md): Pillow JPEG at `validation_quality`,
+output clipped to [0, 1], x255, rounded to uint8, PSNR over all pixels and channels, no border crop.
+Images are edge-padded bottom/right to a multiple of 64 (fewer shapes to compile; QCN needs even
+sizes) and cropped back.
+"""
+
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+from jaxcar import inference, metrics
+from jaxcar.data import jpeg, prepare, sources
+
+PAD_MULTIPLE = 64
+EMBEDDED_COUNT = 2  # "embedded" validates on the last two bundled photographs
+
+
+@dataclasses.dataclass
+class Example:
+  name: str
+  clean: np.ndarray      # uint8 (H, W, C)
+  compressed: np.ndarray  # uint8 (H, W, C), the decoded JPEG
+  inputs: dict           # model inputs, padded: {"inputs": (1, H', W', C_in)[, "global_inputs": ...]}
+
+
+def load(data_config, limit: int = 0) -> list[Example]:
+  """The validation images of `data_config.validation` ("embedded" or a folder / .txt list)."""
+  paths = sources.list_images(data_config.validation)
+  if data_config.validation == "embedded":
+    paths = paths[-EMBEDDED_COUNT:]
+  if limit:
+    paths = paths[:limit]
+  return [_example(p, data_config) for p in paths]
+
+
+def _example(path: str, data_config) -> Example:
+  clean = sources.load_image(path, data_config.color)
+  encoded = jpeg.compress(clean, data_config.validation_quality, data_config.subsampling)
+  compressed = jpeg.decode(encoded, data_config.color)
+  height, width = (inference.round_up(s, PAD_MULTIPLE) for s in compressed.shape[:2])
+  padded = inference.pad_bottom_right(compressed, height, width)
+  inputs = prepare.model_inputs(padded, jpeg.quantization_tables(encoded), data_config)
+  if data_config.global_size > 0:  # QGCN's global view is of the real image, not the padding
+    inputs["global_inputs"] = prepare.global_image(compressed, data_config.global_size, data_config.value_range)
+  batched = {k: v[None] for k, v in inputs.items()}
+  return Example(path.rsplit("/", 1)[-1], clean, compressed, batched)
+
+
+def to_uint8(restored: np.ndarray, value_range: str) -> np.ndarray:
+  unit = np.clip(prepare.from_model_range(np.asarray(restored, np.float64), value_range), 0.0, 1.0)
+  return np.round(unit * 255.0).astype(np.uint8)
+
+
+def evaluate(restore, examples: list[Example], value_range: str) -> tuple[dict, list[np.ndarray]]:
+  """Mean PSNR of `restore(inputs_dict) -> (1, H', W', C)` and of the JPEG itself; the restored images."""
+  restored_images, scores, baselines = [], [], []
+  for example in examples:
+    height, width = example.clean.shape[:2]
+    restored = to_uint8(np.asarray(restore(example.inputs))[0, :height, :width], value_range)
+    restored_images.append(restored)
+    scores.append(metrics.psnr(example.clean, restored))
+    baselines.append(metrics.psnr(example.clean, example.compressed))
+  return {"psnr": float(np.mean(scores)), "psnr_jpeg": float(np.mean(baselines))}, restored_images
+
+
+def sample_grid(example: Example, restored: np.ndarray, max_side: int = 256) -> np.ndarray:
+  """JPEG | restored | clean side by side, a centre crop of at most max_side, uint8 RGB."""
+  height, width = example.clean.shape[:2]
+  top, left = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
+  crop = lambda image: image[top:top + max_side, left:left + max_side]
+  row = np.concatenate([crop(example.compressed), crop(restored), crop(example.clean)], axis=1)
+  return np.repeat(row, 3, axis=-1) if row.shape[-1] == 1 else row
+
+
+def save_png(image: np.ndarray, path):
+  with open(path, "wb") as f:
+    Image.fromarray(image).save(f, format="PNG")
