@@ -12,15 +12,20 @@ model's value range (quantization-map channels included), plus QGCN's (G, G, C) 
 """
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import safetensors.numpy
 from flax import linen as nn
 
-from jaxcar import models
+from jaxcar import convert, models
+from jaxcar.data import prepare
 
 DEFAULT_BUCKET = 64
 # Every network here accepts sizes that are multiples of 8 (QCN needs even sizes; JPEG blocks are 8).
@@ -133,3 +138,136 @@ def predict_tiled(predictor: Predictor, inputs, global_inputs=None, tile: int = 
 
 def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
   return len(tile_starts(height, min(tile, height), overlap)) * len(tile_starts(width, min(tile, width), overlap))
+
+
+# ---------------------------------------------------------------------------------------------------
+# A trained network ready to restore decoded JPEGs: its config (value range, colour, maps) and params.
+
+MANIFEST_SUFFIX = ".json"  # an export `x.safetensors` is described by `x.safetensors.json`
+
+
+def manifest_path(weights) -> Path:
+  return Path(str(weights) + MANIFEST_SUFFIX)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  """A network with the data settings it was trained with (`config.data`)."""
+  config: ml_collections.ConfigDict
+  predictor: Predictor
+  source: str
+
+  @property
+  def color(self) -> str:
+    return self.config.data.color
+
+  def inputs(self, decoded: np.ndarray, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(inputs, global_inputs or None) for a decoded uint8 (H, W, C) JPEG and its tables."""
+    prepared = prepare.model_inputs(decoded, tables, self.config.data)
+    return prepared["inputs"], prepared.get("global_inputs")
+
+  def to_uint8(self, output: np.ndarray) -> np.ndarray:
+    """Model output -> uint8: clipped to [0, 1], x255, rounded (the published evaluation protocol)."""
+    unit = prepare.from_model_range(np.asarray(output, np.float64), self.config.data.value_range)
+    return np.round(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+  return models.create(config.model.name, **dict(config.model.get("options", {})))
+
+
+def load_model(config: ml_collections.ConfigDict | None = None, weights=None, workdir=None) -> LoadedModel:
+  """From a training workdir (latest checkpoint) or a weights file (.h5, .pth, .safetensors, .npz).
+
+  Without `config`, a workdir's own config.json or the export manifest beside `weights` is used.
+  """
+  if (weights is None) == (workdir is None):
+    raise ValueError("give exactly one of --weights (a weights file) or --workdir (a training run)")
+  if workdir is not None:
+    from jaxcar.training import checkpoint  # Orbax is only needed for this path
+    config = config if config is not None else checkpoint.read_config(workdir)
+    params = checkpoint.restore_params(workdir, config)
+    source = str(workdir)
+  else:
+    config = config if config is not None else _manifest_config(weights)
+    params = load_params(weights, config.model.name, create_model(config))
+    source = str(weights)
+  return LoadedModel(config, Predictor(create_model(config), params), source)
+
+
+def _manifest_config(weights) -> ml_collections.ConfigDict:
+  path = manifest_path(weights)
+  if not path.is_file():
+    raise FileNotFoundError(f"{weights} has no manifest ({path.name}); pass --config=NAME to say which network "
+                            f"and data settings it belongs to")
+  return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
+
+
+def load_params(weights, model_name: str, model: nn.Module) -> dict:
+  """Parameters from any supported file; jaxcar's own safetensors exports use flat `/`-joined Flax names."""
+  weights = Path(weights)
+  if not weights.is_file():
+    raise FileNotFoundError(f"{weights}: no such weights file")
+  if weights.suffix.lower() == ".safetensors":
+    try:
+      arrays = safetensors.numpy.load_file(str(weights))
+    except Exception as error:  # safetensors raises its own SafetensorError for corrupt headers
+      raise convert.ConversionError(f"{weights}: not a readable safetensors file ({error})") from None
+    if any("/" in key for key in arrays):
+      expected = convert.expected_shapes(model)
+      found = {tuple(key.split("/")): value for key, value in arrays.items()}
+      convert.check_shapes(found, expected, f"{weights} ({model_name})")
+      return convert.as_params(found, expected)
+  return convert.load_params(weights, model_name, model)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command-line plumbing shared by evaluate, restore and export.
+
+# Errors a user can fix from the command line: shown as one line, not a traceback.
+USER_ERRORS = (FileNotFoundError, ValueError, OSError)
+
+
+def define_model_flags(flag_values=None) -> None:
+  """--config (optional when a manifest or workdir config exists), --weights, --workdir."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  flag_values = flag_values or flags.FLAGS
+  config_flags.DEFINE_config_file("config", None, "configs/NAME.py or a path, then `:variants`; "
+                                  "optional with an exported file's manifest or a workdir", flag_values=flag_values)
+  flags.DEFINE_string("weights", None, "weights file: Keras .h5, PyTorch .pth/.pt/.safetensors, jaxcar "
+                      ".safetensors/.npz export", flag_values=flag_values)
+  flags.DEFINE_string("workdir", None, "training run folder: its latest checkpoint", flag_values=flag_values)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that resolves `--config=NAME` like jaxcar.train and fails in one line."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from jaxcar.training import config_flags  # pylint: disable=import-outside-toplevel
+  try:
+    if any(arg.startswith("--config=") for arg in argv):
+      return config_flags.parse(argv)
+    return flags.FLAGS(argv)
+  except (config_flags.ConfigError, flags.Error) as error:
+    raise SystemExit(f"error: {error}") from None
+
+
+def load_model_from_flags() -> LoadedModel:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  values = flags.FLAGS
+  return load_model(values.config, values.weights, values.workdir)
+
+
+def run_cli(main: Callable[[list[str]], None]) -> None:
+  """app.run with one-line errors for everything a user can fix."""
+  from absl import app, logging  # pylint: disable=import-outside-toplevel
+
+  def guarded(argv):
+    try:
+      main(argv)
+    except USER_ERRORS as error:
+      logging.info("stopped", exc_info=True)
+      first_line = str(error).splitlines()[0] if str(error) else ""
+      raise SystemExit(f"error: {type(error).__name__}: {first_line}") from None
+
+  app.run(guarded, flags_parser=parse_flags)

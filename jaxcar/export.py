@@ -1,0 +1,137 @@
+"""Export a trained or converted network for use outside jaxcar.
+
+    python -m jaxcar.export --config=qcn --workdir=runs/qcn --output_dir=exported
+    python -m jaxcar.export --config=dacar3 --weights=../shared/pretrained/dacar3_q10_keras.h5 \
+        --output_dir=exported --formats=safetensors,stablehlo
+
+Formats (each written as NAME.EXT with a NAME.EXT.json manifest: config, input convention, value range):
+- `safetensors`: the Flax parameters with flat `/`-joined names (`conv1/kernel`), Flax layouts (HWIO).
+- `torch`: a PyTorch state_dict with the official key names and layouts (OIHW), for the networks whose
+  originals are PyTorch (ARCNN, QCN, QGCN, EDSR, Image Restorer); saved with `torch.save` as `.pth`.
+- `stablehlo`: the forward pass with the parameters baked in, serialized by `jax.export`; height, width
+  and batch are symbolic, so one file serves any size (a multiple of 8). Load it with
+  `jax.export.deserialize(data).call(x)` (or any StableHLO runtime) without the jaxcar code.
+"""
+
+import json
+from pathlib import Path
+
+from absl import flags, logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import safetensors.numpy
+
+from jaxcar import convert, inference, models
+
+FORMATS = ("safetensors", "torch", "stablehlo")
+EXTENSIONS = {"safetensors": ".safetensors", "torch": ".pth", "stablehlo": ".stablehlo"}
+TORCH_ORIGIN = ("arcnn", "qcn", "qgcn", "edsr", "restorer")
+STABLEHLO_PLATFORMS = ("cpu", "cuda", "tpu")
+
+FLAGS = flags.FLAGS
+
+
+def manifest(config: ml_collections.ConfigDict, model, export_format: str, source: str) -> dict:
+  """What a user of the export needs to feed it: layout, channels, value range, extra inputs."""
+  dummy = models.dummy_inputs(model)
+  data = config.data
+  described = {
+      "format": export_format,
+      "model": config.model.name,
+      "source": source,
+      "input": {
+          "layout": "NHWC float32",
+          "channels": int(dummy[0].shape[-1]),
+          "color": data.color,
+          "value_range": data.value_range,
+          "quantization_maps": bool(data.quantization_maps),
+          "size_multiple": inference.SIZE_MULTIPLE,
+      },
+      "output": {"layout": "NHWC float32", "channels": int(dummy[-1].shape[-1]) if len(dummy) == 2 else None,
+                 "value_range": data.value_range, "to_uint8": "clip to the value range, scale to 0-255, round"},
+      "config": config.to_dict(),
+  }
+  if len(dummy) == 2:
+    described["input"]["global_input"] = {"shape": list(dummy[1].shape[1:]), "what": "the whole decoded image "
+                                          "resized with skimage bicubic (order 3), in the value range"}
+  return described
+
+
+def flat_params(params) -> dict[str, np.ndarray]:
+  return {"/".join(path): np.ascontiguousarray(np.asarray(value, np.float32))
+          for path, value in convert.flatten(params).items()}
+
+
+def write_safetensors(params, path: Path) -> None:
+  safetensors.numpy.save_file(flat_params(params), str(path), metadata={"layout": "flax", "names": "/-joined"})
+
+
+def write_torch(params, model_name: str, path: Path) -> None:
+  if model_name not in TORCH_ORIGIN:
+    raise ValueError(f"{model_name} was not a PyTorch network (PyTorch originals: {list(TORCH_ORIGIN)}); "
+                     f"export it as safetensors or stablehlo")
+  try:
+    import torch  # pylint: disable=import-outside-toplevel  (optional dependency)
+  except ImportError:
+    raise ValueError("--formats=torch needs PyTorch: pip install torch") from None
+  from jaxcar.convert import pytorch  # pylint: disable=import-outside-toplevel
+  state_dict = {key: torch.from_numpy(value) for key, value in pytorch.flax_to_state_dict(params).items()}
+  torch.save(state_dict, path)
+
+
+def stablehlo_function(predictor: inference.Predictor) -> jax.export.Exported:
+  """The forward pass over symbolic (batch, 8*h, 8*w) inputs, parameters baked in as constants."""
+  image, *extra = models.dummy_inputs(predictor.model)
+  batch, height, width = jax.export.symbolic_shape("b, 8*h, 8*w")
+  specs = [jax.ShapeDtypeStruct((batch, height, width, image.shape[-1]), jnp.float32)]
+  specs += [jax.ShapeDtypeStruct((batch,) + e.shape[1:], jnp.float32) for e in extra]
+  params = predictor.params
+  forward = jax.jit(lambda *inputs: predictor.forward(params, *inputs))
+  return jax.export.export(forward, platforms=STABLEHLO_PLATFORMS)(*specs)
+
+
+def write_stablehlo(predictor: inference.Predictor, path: Path) -> None:
+  path.write_bytes(stablehlo_function(predictor).serialize())
+
+
+def export(loaded: inference.LoadedModel, output_dir: Path, name: str, formats=FORMATS) -> list[Path]:
+  """Writes each format (and its manifest) to output_dir; returns the written weight/function files."""
+  unknown = sorted(set(formats) - set(FORMATS))
+  if unknown:
+    raise ValueError(f"unknown export format(s) {unknown}; valid: {list(FORMATS)}")
+  output_dir.mkdir(parents=True, exist_ok=True)
+  written = []
+  for export_format in formats:
+    path = output_dir / f"{name}{EXTENSIONS[export_format]}"
+    predictor = loaded.predictor
+    if export_format == "safetensors":
+      write_safetensors(predictor.params, path)
+    elif export_format == "torch":
+      write_torch(predictor.params, loaded.config.model.name, path)
+    else:
+      write_stablehlo(predictor, path)
+    described = manifest(loaded.config, predictor.model, export_format, loaded.source)
+    inference.manifest_path(path).write_text(json.dumps(described, indent=2, default=str))
+    logging.info("wrote %s", path)
+    written.append(path)
+  return written
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments {argv[1:]}")
+  loaded = inference.load_model_from_flags()
+  name = FLAGS.name or loaded.config.model.name
+  for path in export(loaded, Path(FLAGS.output_dir), name, [f.strip() for f in FLAGS.formats if f.strip()]):
+    print(path)
+
+
+inference.define_model_flags()
+flags.DEFINE_string("output_dir", "exported", "Folder for the exported files.")
+flags.DEFINE_string("name", None, "File name stem (default: the model name).")
+flags.DEFINE_list("formats", list(FORMATS), f"Any of {list(FORMATS)}.")
+
+if __name__ == "__main__":
+  inference.run_cli(main)

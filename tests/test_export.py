@@ -1,0 +1,87 @@
+"""Exports load back outside jaxcar and compute the same restoration."""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import base
+from jaxcar import export, inference, models
+
+
+def _tiny_qcn():
+  config = base.get_config()
+  config.model.name = "qcn"
+  config.model.options = ml_collections.ConfigDict(dict(color="grey", num_blocks=2, features=8))
+  config.data.color = "grey"
+  config.data.value_range = "minus_one_one"
+  config.data.quantization_maps = True
+  model = inference.create_model(config)
+  # Random, non-zero parameters everywhere (QCN initialises some biases to 0).
+  params = models.init(model, jax.random.key(0))["params"]
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = jax.tree_util.tree_unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+  return inference.LoadedModel(config, inference.Predictor(model, params), "test")
+
+
+@pytest.fixture(scope="module")
+def loaded():
+  return _tiny_qcn()
+
+
+def _image(loaded, height=24, width=40, batch=2, seed=0):
+  shape = (batch, height, width, models.input_channels(loaded.predictor.model))
+  return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def _reference(loaded, image):
+  return np.asarray(loaded.predictor.forward(loaded.predictor.params, image))
+
+
+def test_safetensors_round_trip_with_manifest(loaded, tmp_path):
+  (path,) = export.export(loaded, tmp_path, "tiny", ["safetensors"])
+  described = json.loads(inference.manifest_path(path).read_text())
+  assert described["input"]["channels"] == 2 and described["input"]["value_range"] == "minus_one_one"
+  reloaded = inference.load_model(weights=path)  # the config comes from the manifest
+  image = _image(loaded)
+  np.testing.assert_array_equal(_reference(reloaded, image), _reference(loaded, image))
+
+
+def test_safetensors_for_another_network_names_the_mismatch(loaded, tmp_path):
+  (path,) = export.export(loaded, tmp_path, "tiny", ["safetensors"])
+  other = base.get_config()
+  other.model.name = "dacar3"
+  with pytest.raises(ValueError, match="missing conv1/kernel"):
+    inference.load_model(other, weights=path)
+
+
+def test_stablehlo_runs_without_jaxcar_at_any_size(loaded, tmp_path):
+  (path,) = export.export(loaded, tmp_path, "tiny", ["stablehlo"])
+  function = jax.export.deserialize(path.read_bytes())
+  for height, width, batch in ((24, 40, 2), (48, 16, 1)):
+    image = _image(loaded, height, width, batch, seed=height)
+    np.testing.assert_allclose(np.asarray(function.call(image)), _reference(loaded, image), atol=1e-5)
+
+
+def test_torch_state_dict_loads_into_the_pytorch_twin(loaded, tmp_path):
+  torch = pytest.importorskip("torch")
+  import torch_twins
+  (path,) = export.export(loaded, tmp_path, "tiny", ["torch"])
+  twin = torch_twins.QCN(color="grey", num_blocks=2, features=8)
+  twin.load_state_dict(torch.load(path, weights_only=True))  # strict: every official key, nothing else
+  image = _image(loaded)
+  with torch.no_grad():
+    output = twin(torch.from_numpy(image.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(output, _reference(loaded, image), atol=1e-5)
+
+
+def test_torch_export_refuses_keras_networks(tmp_path):
+  config = base.get_config()
+  config.model.name = "dacar3"
+  model = inference.create_model(config)
+  loaded = inference.LoadedModel(config, inference.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
+  with pytest.raises(ValueError, match="not a PyTorch network"):
+    export.export(loaded, tmp_path, "dacar3", ["torch"])
