@@ -1,0 +1,189 @@
+"""`python -m jaxcar.evaluate`: PSNR / SSIM / PSNR-B of a network against the JPEG it restores.
+
+    python -m jaxcar.evaluate --config=dacar3 --weights=../shared/pretrained/dacar3_q10_keras.h5 \
+        --dataset=live1_gray --qualities=10 --output_dir=eval/dacar3
+    python -m jaxcar.evaluate --config=qcn --workdir=runs/qcn --dataset=live1_color --self_ensemble
+
+Protocol (spec/reference_numbers.md, spec §1 and §4.6): ground truth read with Pillow (grey models:
+grey files as stored, colour files as MATLAB Y); JPEG by Pillow at each quality (4:2:0 for colour);
+the network output clipped, x255 and rounded to uint8; metrics on uint8 over the whole image (RGB for
+colour models, Y/grey for grey ones), no border shave; the JPEG itself is scored beside the model.
+Writes per_image.csv, summary.json, summary.md, psnr_vs_quality.png (and restored PNGs with
+--save_images) to --output_dir.
+"""
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+from absl import flags, logging
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from jaxcar import inference, metrics, paths
+from jaxcar.data import jpeg, sources
+
+DATASETS = {"live1_color": "data/eval/LIVE1_color", "live1_gray": "data/eval/LIVE1_gray",
+            "classic5": "data/eval/Classic5"}
+METRICS = ("psnr", "ssim", "psnr_b")
+JPEG_SUBSAMPLING = "4:2:0"  # Pillow's default, as every published protocol used
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class Settings:
+  qualities: tuple[int, ...] = (10, 20, 30, 40)
+  self_ensemble: bool = False
+  ssim_window: str = "uniform"
+  bucket: int = inference.DEFAULT_BUCKET
+  save_images: bool = False
+
+
+def resolve_dataset(dataset: str, shared: str | None = None) -> Path:
+  """A known name (live1_color, live1_gray, classic5) under the shared folder, or a folder path."""
+  if dataset.lower() in DATASETS:
+    return paths.require_shared(DATASETS[dataset.lower()], shared)
+  folder = Path(dataset).expanduser()
+  if not folder.is_dir():
+    raise FileNotFoundError(f"dataset {dataset!r} is neither a folder nor one of {sorted(DATASETS)}")
+  return folder
+
+
+def restore(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np.ndarray, settings: Settings) -> np.ndarray:
+  """uint8 restoration of a decoded JPEG (whole image, padded to a size bucket)."""
+  inputs, global_inputs = loaded.inputs(decoded, tables)
+  run = lambda image, global_image: inference.predict(loaded.predictor, image, global_image, settings.bucket)
+  if settings.self_ensemble:
+    output = inference.predict_ensemble(run, inputs, global_inputs)
+  else:
+    output = run(inputs, global_inputs)
+  return loaded.to_uint8(output)
+
+
+def score(ground_truth: np.ndarray, image: np.ndarray, ssim_window: str) -> dict[str, float]:
+  return {"psnr": metrics.psnr(ground_truth, image), "ssim": metrics.ssim(ground_truth, image, ssim_window),
+          "psnr_b": metrics.psnr_b(ground_truth, image)}
+
+
+def evaluate_image(loaded, ground_truth: np.ndarray, quality: int, settings: Settings):
+  """({"jpeg_psnr", ..., "psnr", ...}, restored uint8) for one image at one quality."""
+  data = jpeg.compress(ground_truth, quality, JPEG_SUBSAMPLING)
+  decoded = jpeg.decode(data, loaded.color)
+  restored = restore(loaded, decoded, jpeg.quantization_tables(data), settings)
+  row = {f"jpeg_{k}": v for k, v in score(ground_truth, decoded, settings.ssim_window).items()}
+  row.update(score(ground_truth, restored, settings.ssim_window))
+  return row, restored
+
+
+def evaluate(loaded, image_paths: list[str], settings: Settings, image_dir: Path | None = None) -> list[dict]:
+  """One row per (image, quality); unreadable images are logged and skipped."""
+  rows, skipped = [], {}
+  for path in tqdm(image_paths, desc="evaluate", unit="image"):
+    try:
+      ground_truth = sources.load_image(path, loaded.color)
+    except sources.ImageError as error:
+      skipped[path] = str(error)
+      continue
+    for quality in settings.qualities:
+      row, restored = evaluate_image(loaded, ground_truth, quality, settings)
+      rows.append({"image": Path(path).name, "quality": quality, **row})
+      if image_dir is not None:
+        _save_image(restored, image_dir / f"q{quality}" / f"{Path(path).stem}.png")
+  sources.report_skipped(skipped, "evaluate")
+  if not rows:
+    raise ValueError("no image could be evaluated")
+  return rows
+
+
+def _save_image(image: np.ndarray, path: Path) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+
+
+def summarize(rows: list[dict]) -> dict[int, dict]:
+  """Per quality: the image count and the mean of every metric, for the JPEG and the model."""
+  summary = {}
+  for quality in sorted({row["quality"] for row in rows}):
+    selected = [row for row in rows if row["quality"] == quality]
+    means = lambda prefix: {m: float(np.mean([row[prefix + m] for row in selected])) for m in METRICS}
+    summary[quality] = {"images": len(selected), "jpeg": means("jpeg_"), "model": means("")}
+  return summary
+
+
+def markdown_table(summary: dict[int, dict], title: str) -> str:
+  lines = [f"**{title}**", "", "| q | images | JPEG PSNR | JPEG SSIM | JPEG PSNR-B | PSNR | SSIM | PSNR-B |",
+           "|---|---|---|---|---|---|---|---|"]
+  for quality, entry in summary.items():
+    jpeg_cells = [f"{entry['jpeg']['psnr']:.3f}", f"{entry['jpeg']['ssim']:.4f}", f"{entry['jpeg']['psnr_b']:.3f}"]
+    model_cells = [f"{entry['model']['psnr']:.3f}", f"{entry['model']['ssim']:.4f}", f"{entry['model']['psnr_b']:.3f}"]
+    lines.append(f"| {quality} | {entry['images']} | " + " | ".join(jpeg_cells + model_cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[int, dict], title: str, path: Path) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  qualities = list(summary)
+  figure, axes = pyplot.subplots(figsize=(5, 3.5))
+  axes.plot(qualities, [summary[q]["jpeg"]["psnr"] for q in qualities], "o--", label="JPEG")
+  axes.plot(qualities, [summary[q]["model"]["psnr"] for q in qualities], "o-", label="restored")
+  axes.set(xlabel="JPEG quality", ylabel="PSNR (dB)", title=title)
+  axes.grid(alpha=0.3)
+  axes.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  pyplot.close(figure)
+
+
+def write_report(rows, summary, description: dict, output_dir: Path) -> None:
+  output_dir.mkdir(parents=True, exist_ok=True)
+  with open(output_dir / "per_image.csv", "w", newline="") as file:
+    writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  title = f"{description['model']} on {description['dataset']}"
+  (output_dir / "summary.json").write_text(json.dumps({**description, "qualities": summary}, indent=2))
+  (output_dir / "summary.md").write_text(markdown_table(summary, title))
+  plot(summary, title, output_dir / "psnr_vs_quality.png")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments {argv[1:]}")
+  settings = Settings(qualities=tuple(int(q) for q in FLAGS.qualities), self_ensemble=FLAGS.self_ensemble,
+                      ssim_window=FLAGS.ssim_window, bucket=FLAGS.bucket, save_images=FLAGS.save_images)
+  if settings.ssim_window not in metrics.SSIM_WINDOWS:
+    raise ValueError(f"--ssim_window must be one of {list(metrics.SSIM_WINDOWS)}")
+  folder = resolve_dataset(FLAGS.dataset, FLAGS.shared)
+  image_paths = sources.list_images(folder)[:FLAGS.limit or None]
+  loaded = inference.load_model_from_flags()
+  output_dir = Path(FLAGS.output_dir)
+  rows = evaluate(loaded, image_paths, settings, output_dir / "images" if settings.save_images else None)
+  summary = summarize(rows)
+  description = {"model": loaded.config.model.name, "weights": loaded.source, "dataset": FLAGS.dataset,
+                 "color": loaded.color, **dataclasses.asdict(settings)}
+  write_report(rows, summary, description, output_dir)
+  print(markdown_table(summary, f"{description['model']} on {FLAGS.dataset}"))
+  logging.info("wrote %s", output_dir)
+
+
+inference.define_model_flags()
+flags.DEFINE_string("dataset", None, f"A folder of ground-truth images or one of {sorted(DATASETS)}.")
+flags.DEFINE_list("qualities", ["10", "20", "30", "40"], "JPEG qualities to evaluate.")
+flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (x8 slower).")
+flags.DEFINE_enum("ssim_window", "uniform", list(metrics.SSIM_WINDOWS),
+                  "uniform: 8x8 box (QGCN, DACAR tables); gaussian: 11x11, sigma 1.5 (Wang et al., tf.image).")
+flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET,
+                     "Pad images to a multiple of this (fewer compiles); 8 keeps the image border closest to unpadded.")
+flags.DEFINE_bool("save_images", False, "Also write the restored images.")
+flags.DEFINE_string("output_dir", "evaluation", "Folder for the CSV, JSON, Markdown table and plot.")
+flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).")
+flags.DEFINE_string("shared", None, "The shared data folder (default $JAXCAR_SHARED or ../shared).")
+flags.mark_flag_as_required("dataset")
+
+if __name__ == "__main__":
+  inference.run_cli(main)
