@@ -1,0 +1,128 @@
+"""Timing, peak-throughput and reporting helpers shared by the benchmarks.
+
+The machine these run on is usually shared and noisy, so every comparison is *interleaved*: each round
+runs every contender once, in rotating order, and the median over rounds is reported. Two contenders
+then see the same background load, which makes their ratio far steadier than either absolute number.
+"""
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+NOTES = Path(__file__).resolve().parents[2] / "BUILD_NOTES.md"
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+  """Median seconds per call of each contender, timed in rotating round-robin order."""
+  names = list(contenders)
+  for name in names:
+    for _ in range(warmup):
+      contenders[name]()
+  times = {name: [] for name in names}
+  for round_index in range(repeats):
+    shift = round_index % len(names)
+    for name in names[shift:] + names[:shift]:
+      start = time.perf_counter()
+      contenders[name]()
+      times[name].append(time.perf_counter() - start)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> float:
+  """The best GFLOP/s a plain square matmul reaches here, JAX or PyTorch, in `dtype`.
+
+  bfloat16 inputs accumulate in float32 (what both frameworks' convolutions do), so the peak is the
+  one a bf16 training step could at best approach. It is the denominator of the reported MFU.
+  """
+  import jax
+  import jax.numpy as jnp
+  import torch
+
+  flops = 2.0 * size ** 3
+  jax_dtype = jnp.dtype(dtype)
+  a = jnp.ones((size, size), jax_dtype)
+  jax_mm = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+  torch_dtype = getattr(torch, dtype)
+  t = torch.ones(size, size, dtype=torch_dtype)
+  seconds = interleaved({"jax": lambda: jax_mm(a, a).block_until_ready(), "torch": lambda: torch.mm(t, t)},
+                        repeats)
+  return flops / min(seconds.values()) / 1e9
+
+
+class PeakMemory:
+  """Peak resident memory above the starting level while the block runs (sampled from /proc).
+
+  On CPU, JAX has no allocator statistics, so resident set size is the one measure both frameworks
+  share. Sampling every few milliseconds can miss a very short spike; it does not miss the large,
+  long-lived activations that dominate a 24 MP forward pass.
+  """
+
+  def __init__(self, interval: float = 0.005):
+    self.interval = interval
+    self.peak_bytes = 0
+
+  def __enter__(self):
+    self._baseline = _resident_bytes()
+    self._peak = self._baseline
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+    self._thread.start()
+    return self
+
+  def _sample(self):
+    while not self._stop.wait(self.interval):
+      self._peak = max(self._peak, _resident_bytes())
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak_bytes = max(self._peak, _resident_bytes()) - self._baseline
+
+
+def _resident_bytes() -> int:
+  try:
+    with open("/proc/self/statm") as statm:
+      return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except OSError:  # not Linux: fall back to the lifetime peak, coarser but never wrong by excess
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+  lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+  lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def machine() -> str:
+  import jax
+  import torch
+  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
+          f"({jax.default_backend()}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+
+
+def command_line() -> str:
+  """The command that produced a result, as a user would retype it."""
+  if Path(sys.argv[0]).name == "__main__.py":
+    return "python -m jaxcar.bench " + shlex.join(sys.argv[1:])
+  return shlex.join(sys.argv)
+
+
+def report(title: str, table: str, record: bool, notes: Path = NOTES) -> str:
+  """Prints the table with its provenance; with `record`, appends the same text to BUILD_NOTES.md."""
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  text = f"\n#### {title} ({stamp})\n\n`{command_line()}` on {machine()}\n\n{table}\n"
+  print(text, flush=True)
+  if record:
+    with open(notes, "a") as handle:
+      handle.write(text)
+  return text
