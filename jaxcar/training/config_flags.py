@@ -49,7 +49,7 @@ def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
   """The config `spec` with `field=value` overrides applied, as the CLI would build it."""
   argv = ["load", f"--config={spec}"] + [f"--config.{o}" for o in overrides]
   flag_values = flags.FlagValues()
-  holder = config_flags.DEFINE_config_file("config", flag_values=flag_values)
+  holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
   parse(argv, flag_values)
   return holder.value
 

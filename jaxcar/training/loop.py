@@ -81,7 +81,9 @@ def _run(config, trainer, state, step, iterator, mngr, examples, writer, stop, m
 
 def _log(step, pending, progress, writer) -> dict:
   """Average the metrics since the last log; stop on NaN/Inf before anything is saved."""
-  averaged = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
+  fetched = jax.device_get(pending)
+  names = sorted({k for m in fetched for k in m})  # NoGAN phases report different metrics
+  averaged = {k: float(np.mean([m[k] for m in fetched if k in m])) for k in names}
   if not all(np.isfinite(v) for v in averaged.values()):
     raise NonFiniteLoss(f"non-finite training metrics {averaged} by step {step}; the last good checkpoint "
                         f"is kept. Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun")

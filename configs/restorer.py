@@ -1,0 +1,41 @@
+"""Image Restorer (TsengMJ/Image_Compressor, Src/Training.py defaults; spec §5), the shipped network.
+
+Recipe reproduced: RGB in [0, 1], JPEG q10 (Pillow 4:2:0), 128x128 random crops after a p=0.5 rescale
+by one of 0.9/0.8/0.7/0.6, MSELoss(reduction='sum'), Adam lr 5e-4, batch 8, 100 epochs, and the
+coded schedule quirk: the lr is halved after every epoch whose index + 1 is not a multiple of 20
+(`optimizer.schedule="restorer_halving"`; use "step" for the evident intent, halving every 20 epochs).
+The seed also rotated by 90/180/270 with p=0.5; the 8 dihedral transforms stand in for that. One
+epoch is one crop per training image; for the README's ~100k images at batch 8 that is 12,500 steps
+[GUESS: the image count]. Variants: `:small`.
+"""
+
+from configs import common
+
+STEPS_PER_EPOCH = 12500  # [GUESS] ~100,000 images / batch 8
+
+
+def get_config(arg=None):
+  config, variants = common.start(arg)
+  common.set_model(config, "restorer", variant="shipped")
+  config.data.color = "rgb"
+  config.data.patch_size = 128
+  config.data.quality_range = (10, 10)
+  config.data.dihedral = True
+  config.data.rescale_choices = (0.9, 0.8, 0.7, 0.6)
+  config.data.value_range = "zero_one"
+  config.batch_size = 8
+  config.num_steps = 100 * STEPS_PER_EPOCH
+  config.loss = "sum_squared"
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 5e-4
+  config.optimizer.schedule = "restorer_halving"
+  config.optimizer.decay_steps = STEPS_PER_EPOCH
+  config.optimizer.halving_period = 20
+  config.eval_every = STEPS_PER_EPOCH
+  config.checkpoint_every = STEPS_PER_EPOCH
+  config.log_every = 500
+  if "small" in variants:
+    common.shrink(config)
+    config.data.patch_size = 64
+    config.batch_size = 8
+  return config

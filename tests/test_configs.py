@@ -1,0 +1,56 @@
+"""Every config loads (with its variants), names resolve, and each kind of mistake is a one-line error."""
+
+import pytest
+
+from jaxcar import models
+from jaxcar.training import config_flags
+
+NETWORK_CONFIGS = ["arcnn", "dacar3", "dacar4", "dacar5", "sacar6", "carcnn", "restorer", "nogan", "qcn", "qgcn"]
+
+
+@pytest.mark.parametrize("name", NETWORK_CONFIGS)
+def test_every_config_and_its_small_variant_load(name):
+  full = config_flags.load(name)
+  small = config_flags.load(f"{name}:small")
+  assert full.model.name in models.names()
+  assert set(full.model.options) == set(models.options(full.model.name))  # every option overridable
+  assert small.num_steps < full.num_steps and small.data.source == "embedded"
+
+
+def test_recipes_carry_the_seed_values():
+  dacar = config_flags.load("dacar3")
+  assert (dacar.optimizer.name, dacar.optimizer.learning_rate, dacar.batch_size) == ("adamax", 2e-3, 64)
+  assert dacar.num_steps == 60 * 8156 and dacar.optimizer.decay_start == 19 * 8156
+  qcn = config_flags.load("qcn")
+  assert (qcn.loss, qcn.data.quality_range, qcn.data.value_range) == ("l1", (1, 60), "minus_one_one")
+  assert config_flags.load("qgcn").data.color == "grey" and config_flags.load("qgcn:rgb").data.color == "rgb"
+  assert config_flags.load("qcn:grey").data.quality_range == (1, 100)
+  assert config_flags.load("restorer").optimizer.schedule == "restorer_halving"
+  nogan = config_flags.load("nogan")
+  assert nogan.nogan.fakes == "generator" and nogan.nogan.adversarial_learning_rate == 1e-4
+
+
+def test_a_path_works_and_overrides_are_typed():
+  path = str(config_flags.CONFIG_DIR / "qcn.py")
+  config = config_flags.load(f"{path}:small", ["batch_size=4", "model.options.num_blocks=2",
+                                               "optimizer.learning_rate=0.5"])
+  assert (config.batch_size, config.model.options.num_blocks, config.optimizer.learning_rate) == (4, 2, 0.5)
+
+
+def test_nogan_run_length_follows_overridden_phases():
+  config = config_flags.load("nogan:small", ["nogan.generator_steps=3", "nogan.adversarial_steps=1"])
+  assert config.num_steps == 3 + config.nogan.discriminator_steps + 1
+
+
+@pytest.mark.parametrize("spec, overrides, message", [
+    ("qcnn", [], "did you mean ['qcn'"),
+    ("qcn:tiny", [], "unknown config variant(s) ['tiny']"),
+    ("qcn", ["batch_sise=3"], "Did you mean ['batch_size']"),
+    ("qcn", ["model.options.num_block=3"], "Did you mean ['num_blocks']"),
+    ("qcn", ["batch_size=abc"], "invalid literal for int()"),
+    ("/no/such/config.py", [], "not found"),
+])
+def test_mistakes_are_one_line_errors(spec, overrides, message):
+  with pytest.raises(config_flags.ConfigError) as error:
+    config_flags.load(spec, overrides)
+  assert message in str(error.value) and "\n" not in str(error.value)
