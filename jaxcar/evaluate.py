@@ -178,7 +178,8 @@ flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (x8 slo
 flags.DEFINE_enum("ssim_window", "uniform", list(metrics.SSIM_WINDOWS),
                   "uniform: 8x8 box (QGCN, DACAR tables); gaussian: 11x11, sigma 1.5 (Wang et al., tf.image).")
 flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET,
-                     "Pad images to a multiple of this (fewer compiles); 8 keeps the image border closest to unpadded.")
+                     "Pad images to a multiple of this (fewer compiles); 0 = no padding, exactly the published "
+                     "protocol, one compile per image size.")
 flags.DEFINE_bool("save_images", False, "Also write the restored images.")
 flags.DEFINE_string("output_dir", "evaluation", "Folder for the CSV, JSON, Markdown table and plot.")
 flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).")

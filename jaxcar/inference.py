@@ -2,13 +2,15 @@
 
 A `Predictor` wraps one jitted forward pass. Images arrive as float32 (H, W, C) arrays already in the
 model's value range (quantization-map channels included), plus QGCN's (G, G, C) global image:
-- `predict` pads bottom/right (edge values) to a multiple of `bucket`, so the 29 sizes of LIVE1 compile
-  4 programs instead of 9, then crops back;
+- `predict` pads bottom/right (edge values) to a multiple of `bucket`, so the 9 sizes of LIVE1 compile
+  4 programs, then crops back (the padding changes the outputs near the bottom/right border slightly:
+  +0.002 dB on LIVE1 for DACAR3; `bucket=0` pads nothing and compiles per size);
 - `predict_ensemble` averages the 8 flips/rotations (each undone on the output);
 - `predict_tiled` runs fixed-size tiles with `overlap` pixels of context on each inner side and keeps
   each tile's centre, for images too large for memory. Tiles never leave the image (the last one is
   shifted back), so the image border sees the same zero padding as a whole-image pass: with an overlap
-  at least the network's receptive radius the result equals `predict` on the unpadded image.
+  at least the network's receptive radius the result equals `predict(..., bucket=0)`. Quantization
+  maps and QGCN's global image are made once for the whole image, so tiles need no JPEG-grid alignment.
 """
 
 import dataclasses
@@ -25,10 +27,11 @@ import safetensors.numpy
 from flax import linen as nn
 
 from jaxcar import convert, models
+from jaxcar.models import qcn
 from jaxcar.data import prepare
 
 DEFAULT_BUCKET = 64
-# Every network here accepts sizes that are multiples of 8 (QCN needs even sizes; JPEG blocks are 8).
+# Sizes that every network here accepts (QCN needs even ones); the StableHLO export asks for this.
 SIZE_MULTIPLE = 8
 
 
@@ -40,6 +43,8 @@ class Predictor:
 
   def __post_init__(self):
     self.takes_global = len(models.dummy_inputs(self.model)) == 2
+    # The QCN family downscales by 2 and shuffles back up, so it needs even sizes.
+    self.size_multiple = 2 if isinstance(self.model, (qcn.QCN, qcn.QGCN)) else 1
     self._forward = jax.jit(self.forward)
 
   def forward(self, params, inputs, global_inputs=None):
@@ -66,9 +71,13 @@ def pad_bottom_right(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def predict(predictor: Predictor, inputs, global_inputs=None, bucket: int = DEFAULT_BUCKET) -> np.ndarray:
-  """The whole image in one pass, padded to a multiple of `bucket` (>= 8) and cropped back."""
+  """The whole image in one pass, padded to a multiple of `bucket` and cropped back.
+
+  `bucket=0` pads only what the network needs (even sizes for the QCN family), so the image border
+  sees exactly the zero padding of the published protocols, at one compile per distinct size.
+  """
   height, width = inputs.shape[:2]
-  multiple = max(SIZE_MULTIPLE, bucket)
+  multiple = max(predictor.size_multiple, bucket)
   padded = pad_bottom_right(inputs, round_up(height, multiple), round_up(width, multiple))
   return predictor(padded, global_inputs)[:height, :width]
 
@@ -93,15 +102,15 @@ def predict_ensemble(run: Callable[..., np.ndarray], inputs, global_inputs=None)
   return np.mean(outputs, axis=0)
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-  """Start offsets (multiples of 8) of tiles covering `size`; the last tile ends at the image edge."""
+def tile_starts(size: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
+  """Start offsets (multiples of `multiple`) of tiles covering `size`; the last one ends at the edge."""
   if size <= tile:
     return [0]
   stride = tile - 2 * overlap
-  if stride < SIZE_MULTIPLE:
+  stride -= stride % multiple
+  if stride <= 0:
     raise ValueError(f"tile {tile} leaves no room after an overlap of {overlap} on each side; use a tile "
-                     f"of at least {2 * overlap + SIZE_MULTIPLE}")
-  stride -= stride % SIZE_MULTIPLE
+                     f"of at least {2 * overlap + multiple}")
   count = 1 + math.ceil((size - tile) / stride)
   return [min(i * stride, size - tile) for i in range(count)]
 
@@ -116,28 +125,33 @@ def predict_tiled(predictor: Predictor, inputs, global_inputs=None, tile: int = 
                   progress: Callable[[], None] | None = None) -> np.ndarray:
   """The image in `tile` x `tile` pieces (one compiled shape), stitched without seams.
 
-  `inputs` must have a height and width that are multiples of 8 (pad first); `tile` too.
+  Equals `predict(..., bucket=0)` when `overlap` covers the network's receptive radius.
   """
   height, width = inputs.shape[:2]
-  if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or tile % SIZE_MULTIPLE:
-    raise ValueError(f"tiled inference needs sizes in multiples of {SIZE_MULTIPLE}, got {height}x{width} "
-                     f"with tile {tile}")
-  tile_h, tile_w = min(tile, height), min(tile, width)
-  rows, cols = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
+  multiple = predictor.size_multiple
+  if tile % multiple:
+    raise ValueError(f"the tile size must be a multiple of {multiple} for {type(predictor.model).__name__}")
+  padded = pad_bottom_right(inputs, round_up(height, multiple), round_up(width, multiple))
+  full_h, full_w = padded.shape[:2]
+  tile_h, tile_w = min(tile, full_h), min(tile, full_w)
+  rows, cols = tile_starts(full_h, tile_h, overlap, multiple), tile_starts(full_w, tile_w, overlap, multiple)
   output = None
-  for top, (row_lo, row_hi) in zip(rows, _kept_spans(rows, tile_h, height)):
-    for left, (col_lo, col_hi) in zip(cols, _kept_spans(cols, tile_w, width)):
-      piece = predictor(inputs[top:top + tile_h, left:left + tile_w], global_inputs)
+  for top, (row_lo, row_hi) in zip(rows, _kept_spans(rows, tile_h, full_h)):
+    for left, (col_lo, col_hi) in zip(cols, _kept_spans(cols, tile_w, full_w)):
+      piece = predictor(padded[top:top + tile_h, left:left + tile_w], global_inputs)
       if output is None:
-        output = np.empty((height, width, piece.shape[-1]), np.float32)
+        output = np.empty((full_h, full_w, piece.shape[-1]), np.float32)
       output[row_lo:row_hi, col_lo:col_hi] = piece[row_lo - top:row_hi - top, col_lo - left:col_hi - left]
       if progress:
         progress()
-  return output
+  return output[:height, :width]
 
 
-def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
-  return len(tile_starts(height, min(tile, height), overlap)) * len(tile_starts(width, min(tile, width), overlap))
+def tile_count(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> int:
+  """How many tiles `predict_tiled` runs for a height x width image."""
+  height, width = round_up(height, multiple), round_up(width, multiple)
+  rows = tile_starts(height, min(tile, height), overlap, multiple)
+  return len(rows) * len(tile_starts(width, min(tile, width), overlap, multiple))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""`python -m jaxcar.restore INPUT... --output DIR`: restore real JPEG files.
+
+    python -m jaxcar.restore photos/ IMG_0042.jpg --output restored --config=qcn --workdir=runs/qcn
+    python -m jaxcar.restore scan.jpg --output out --weights=exported/qgcn.safetensors --format=jpeg
+
+Each file's own quantization tables drive QCN/QGCN (no quality flag); a network trained for some
+qualities warns when a file's estimated quality is outside that range. Pixels are restored in the
+stored orientation (where the 8x8 JPEG grid lies) and the file's EXIF (orientation included) and ICC
+profile are copied to the output. A grey network restores a colour file's luma and keeps its chroma; a
+colour network given a grey file restores it as RGB and writes grey back. Images above --max_pixels
+run in overlapping tiles, so memory stays bounded. Unreadable or non-JPEG files are reported and
+skipped; the others are restored.
+"""
+
+import dataclasses
+import functools
+import io
+from pathlib import Path
+
+from absl import flags, logging
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from jaxcar import inference
+from jaxcar.data import jpeg
+
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+OUTPUT_FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class Settings:
+  output_format: str = "png"
+  output_quality: int = 95
+  max_pixels: int = 4_000_000  # above this, tiles: about 1 GB of activations for a 64-feature network
+  tile: int = 512
+  tile_overlap: int = 32
+  bucket: int = inference.DEFAULT_BUCKET
+  self_ensemble: bool = False
+  overwrite: bool = False
+
+
+def find_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+  """(file, path relative to the output folder) for every file given and every JPEG under folders given."""
+  found = []
+  for name in inputs:
+    path = Path(name).expanduser()
+    if path.is_dir():
+      found += [(f, f.relative_to(path)) for f in sorted(path.rglob("*"))
+                if f.is_file() and f.suffix.lower() in JPEG_SUFFIXES]
+    else:
+      found.append((path, Path(path.name)))
+  return found
+
+
+def plan_outputs(found, output_dir: Path, settings: Settings) -> list[tuple[Path, Path]]:
+  """(input, output) pairs; refuses up front to overwrite an input file without --overwrite."""
+  suffix = OUTPUT_FORMATS[settings.output_format]
+  pairs = [(source, output_dir / relative.with_suffix(suffix)) for source, relative in found]
+  sources = {source.resolve() for source, _ in pairs if source.exists()}
+  clobbered = [str(out) for _, out in pairs if out.resolve() in sources]
+  if clobbered and not settings.overwrite:
+    raise ValueError(f"the output would overwrite input file(s) {clobbered[:3]}; choose another --output or "
+                     f"pass --overwrite")
+  return pairs
+
+
+@functools.lru_cache(maxsize=1)
+def _ijg_luma_tables() -> np.ndarray:
+  """(100, 8, 8) luma tables Pillow (libjpeg) writes at qualities 1..100."""
+  tiny = np.zeros((8, 8, 1), np.uint8)
+  return np.stack([jpeg.quantization_tables(jpeg.compress(tiny, q))[0] for q in range(1, 101)])
+
+
+def estimate_quality(tables: np.ndarray) -> int:
+  """The libjpeg quality whose luma table is closest to the file's (exact for libjpeg encoders)."""
+  distances = np.abs(_ijg_luma_tables() - tables[0]).sum(axis=(1, 2))
+  return int(np.argmin(distances)) + 1
+
+
+def warn_if_unfamiliar(loaded: inference.LoadedModel, tables: np.ndarray, name: str) -> None:
+  data = loaded.config.data
+  if data.quantization_maps:
+    return  # the tables are an input: any quality is in range
+  low, high = data.quality_range
+  quality = estimate_quality(tables)
+  if not low <= quality <= high:
+    logging.warning("%s: JPEG quality about %d, but %s was trained on qualities %d-%d; results may be poor",
+                    name, quality, loaded.config.model.name, low, high)
+
+
+def restore_array(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np.ndarray, settings: Settings,
+                  progress=None) -> np.ndarray:
+  """uint8 restoration of a decoded image with the model's channel count (whole or tiled)."""
+  inputs, global_inputs = loaded.inputs(decoded, tables)
+  predictor = loaded.predictor
+  height, width = decoded.shape[:2]
+  if height * width > settings.max_pixels:
+    output = inference.predict_tiled(predictor, inputs, global_inputs, settings.tile, settings.tile_overlap, progress)
+  else:
+    run = lambda image, global_image: inference.predict(predictor, image, global_image, settings.bucket)
+    ensemble = settings.self_ensemble
+    output = inference.predict_ensemble(run, inputs, global_inputs) if ensemble else run(inputs, global_inputs)
+  return loaded.to_uint8(output)
+
+
+def restore_image(loaded: inference.LoadedModel, image: Image.Image, tables: np.ndarray, settings: Settings,
+                  progress=None) -> Image.Image:
+  """A restored PIL image in the file's own colour mode (stored orientation)."""
+  model_grey = loaded.color == "grey"
+  if image.mode == "L":
+    pixels = np.asarray(image)[..., None]
+    if model_grey:
+      return Image.fromarray(restore_array(loaded, pixels, tables, settings, progress)[..., 0])
+    restored = restore_array(loaded, np.repeat(pixels, 3, axis=-1), tables, settings, progress)
+    return Image.fromarray(restored).convert("L")
+  if model_grey:  # restore the luma plane the JPEG stored; keep its chroma
+    luma, blue, red = image.convert("YCbCr").split()
+    restored = restore_array(loaded, np.asarray(luma)[..., None], tables, settings, progress)[..., 0]
+    return Image.merge("YCbCr", (Image.fromarray(restored), blue, red)).convert("RGB")
+  return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings, progress))
+
+
+def read_jpeg(path: Path) -> tuple[Image.Image, np.ndarray, dict]:
+  """(decoded image, quantization tables, metadata to carry over); ValueError for non-JPEG or corrupt files."""
+  data = path.read_bytes()
+  tables = jpeg.quantization_tables(data)  # raises for anything that is not a JPEG
+  try:
+    with Image.open(io.BytesIO(data)) as opened:
+      opened.load()
+      image = opened if opened.mode in ("L", "RGB") else opened.convert("RGB")
+      metadata = {key: opened.info[key] for key in ("exif", "icc_profile") if opened.info.get(key)}
+  except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+    raise ValueError(f"cannot be decoded ({error})") from None
+  return image, tables, metadata
+
+
+def save(image: Image.Image, path: Path, metadata: dict, settings: Settings) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  options = dict(metadata)
+  if settings.output_format == "jpeg":
+    options.update(quality=settings.output_quality, subsampling=0)  # 4:4:4: no chroma loss on top
+  elif settings.output_format == "webp":
+    options.update(quality=settings.output_quality)
+  image.save(path, format=settings.output_format.upper(), **options)
+
+
+def restore_files(loaded: inference.LoadedModel, inputs: list[str], output_dir: Path, settings: Settings) -> dict:
+  """Restores every input; returns {"restored": [...], "skipped": {path: reason}}."""
+  pairs = plan_outputs(find_inputs(inputs), output_dir, settings)
+  restored, skipped = [], {}
+  for source, target in tqdm(pairs, desc="restore", unit="file"):
+    if target.exists() and target.resolve() != source.resolve() and not settings.overwrite:
+      skipped[str(source)] = f"{target} exists (pass --overwrite to replace it)"
+      continue
+    try:
+      image, tables, metadata = read_jpeg(source)
+    except (OSError, ValueError) as error:
+      skipped[str(source)] = f"not a readable JPEG: {error}"
+      continue
+    warn_if_unfamiliar(loaded, tables, source.name)
+    save(restore_image(loaded, image, tables, settings), target, metadata, settings)
+    restored.append(str(target))
+  for source, reason in skipped.items():
+    logging.warning("skipped %s: %s", source, reason)
+  logging.info("restored %d file(s), skipped %d", len(restored), len(skipped))
+  return {"restored": restored, "skipped": skipped}
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise ValueError("give one or more JPEG files or folders: python -m jaxcar.restore INPUT... --output DIR")
+  settings = Settings(output_format=FLAGS.format, output_quality=FLAGS.output_quality, max_pixels=FLAGS.max_pixels,
+                      tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap, bucket=FLAGS.bucket,
+                      self_ensemble=FLAGS.self_ensemble, overwrite=FLAGS.overwrite)
+  loaded = inference.load_model_from_flags()
+  result = restore_files(loaded, argv[1:], Path(FLAGS.output), settings)
+  print(f"restored {len(result['restored'])} file(s) into {FLAGS.output}; skipped {len(result['skipped'])}")
+
+
+inference.define_model_flags()
+flags.DEFINE_string("output", None, "Folder for the restored images.")
+flags.DEFINE_enum("format", "png", list(OUTPUT_FORMATS), "Output format: lossless PNG, or high-quality JPEG/WebP.")
+flags.DEFINE_integer("output_quality", 95, "Quality of JPEG/WebP outputs.")
+flags.DEFINE_integer("max_pixels", Settings.max_pixels, "Larger images are restored in overlapping tiles.")
+flags.DEFINE_integer("tile", Settings.tile, "Tile side in pixels.")
+flags.DEFINE_integer("tile_overlap", Settings.tile_overlap,
+                     "Context pixels on each inner tile side; at least the receptive radius makes tiling exact.")
+flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET, "Pad whole images to a multiple of this (fewer compiles).")
+flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (whole images only; x8 slower).")
+flags.DEFINE_bool("overwrite", False, "Replace existing outputs, including an input file itself.")
+flags.mark_flag_as_required("output")
+
+if __name__ == "__main__":
+  inference.run_cli(main)
