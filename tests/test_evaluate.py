@@ -1,0 +1,96 @@
+"""Evaluation: the released DACAR3 reproduces its reference number; buckets, ensemble, reports, bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import base
+from jaxcar import convert, evaluate, inference, metrics, models
+from jaxcar.data import jpeg
+
+
+def _dacar3():
+  config = base.get_config()
+  config.model.name = "dacar3"
+  config.data.color = "grey"
+  model = inference.create_model(config)
+  return inference.LoadedModel(config, inference.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
+
+
+@pytest.mark.shared
+def test_released_dacar3_reproduces_classic5_reference(shared, tmp_path):
+  # spec/reference_numbers.md: Classic5, q10: JPEG 27.821, DACAR3 29.171.
+  command = [sys.executable, "-m", "jaxcar.evaluate", "--config=dacar3",
+             f"--weights={shared / 'pretrained' / 'dacar3_q10_keras.h5'}", "--dataset=classic5", "--qualities=10",
+             f"--output_dir={tmp_path}", f"--shared={shared}"]
+  subprocess.run(command, check=True, capture_output=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  summary = json.loads((tmp_path / "summary.json").read_text())["qualities"]["10"]
+  assert summary["images"] == 5
+  assert summary["jpeg"]["psnr"] == pytest.approx(27.821, abs=5e-4)
+  assert summary["model"]["psnr"] == pytest.approx(29.171, abs=5e-4)
+  assert summary["model"]["ssim"] > summary["jpeg"]["ssim"] and summary["model"]["psnr_b"] > summary["jpeg"]["psnr_b"]
+  with open(tmp_path / "per_image.csv") as file:
+    assert len(list(csv.DictReader(file))) == 5
+  assert "| 10 | 5 | 27.821 |" in (tmp_path / "summary.md").read_text()
+  assert (tmp_path / "psnr_vs_quality.png").stat().st_size > 1000
+
+
+@pytest.mark.shared
+def test_weights_of_another_network_name_the_mismatch(shared):
+  config = base.get_config()
+  config.model.name = "dacar3"
+  with pytest.raises(convert.ConversionError, match="7 weighted layers.*network has 3"):
+    inference.load_model(config, weights=shared / "pretrained" / "sacar6_q10_keras.h5")
+
+
+def test_bucket_padding_only_touches_the_border():
+  loaded = _dacar3()
+  image = np.random.default_rng(0).random((50, 70, 1)).astype(np.float32)
+  exact = inference.predict(loaded.predictor, image, bucket=0)
+  bucketed = inference.predict(loaded.predictor, image, bucket=64)
+  assert bucketed.shape == exact.shape == (50, 70, 1)
+  radius = 9  # 9x9, 7x7, 5x5 convolutions: 4 + 3 + 2
+  np.testing.assert_allclose(bucketed[:-radius, :-radius], exact[:-radius, :-radius], atol=1e-6)
+  assert np.abs(bucketed - exact).max() > 1e-4  # the border does see the padding
+
+
+def test_dihedral_transforms_invert_and_ensemble_averages():
+  image = np.random.default_rng(1).random((6, 10, 2))
+  views = [inference.dihedral(image, i) for i in range(8)]
+  assert len({v.tobytes() for v in views}) == 8
+  for i, view in enumerate(views):
+    np.testing.assert_array_equal(inference.undo_dihedral(view, i), image)
+  equivariant = lambda x, _: 2 * x
+  np.testing.assert_allclose(inference.predict_ensemble(equivariant, image), 2 * image)
+  position_dependent = lambda x, _: x + np.arange(x.shape[0])[:, None, None]
+  averaged = inference.predict_ensemble(position_dependent, image)
+  assert not np.allclose(averaged, position_dependent(image, None))
+
+
+def test_folder_dataset_scores_jpeg_and_skips_unreadable_files(tmp_path):
+  pixels = np.asarray(Image.fromarray(np.random.default_rng(2).integers(0, 256, (6, 7), np.uint8)).resize((56, 48)))
+  Image.fromarray(pixels).save(tmp_path / "a.png")
+  (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+  loaded = _dacar3()
+  paths = [str(tmp_path / "a.png"), str(tmp_path / "broken.png")]
+  rows = evaluate.evaluate(loaded, paths, evaluate.Settings(qualities=(10, 30)), image_dir=tmp_path / "images")
+  assert [(r["image"], r["quality"]) for r in rows] == [("a.png", 10), ("a.png", 30)]
+  decoded = jpeg.decode(jpeg.compress(pixels[..., None], 10), "grey")
+  assert rows[0]["jpeg_psnr"] == pytest.approx(metrics.psnr(pixels[..., None], decoded), abs=1e-12)
+  assert rows[1]["jpeg_psnr"] > rows[0]["jpeg_psnr"]
+  restored = np.asarray(Image.open(tmp_path / "images" / "q10" / "a.png"))
+  assert rows[0]["psnr"] == pytest.approx(metrics.psnr(pixels, restored), abs=1e-12)
+  summary = evaluate.summarize(rows)
+  assert summary[30]["jpeg"]["psnr"] == pytest.approx(rows[1]["jpeg_psnr"])
+
+
+def test_unknown_dataset_is_one_line_error():
+  with pytest.raises(FileNotFoundError, match="neither a folder nor one of"):
+    evaluate.resolve_dataset("live2")
