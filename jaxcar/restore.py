@@ -92,14 +92,17 @@ def warn_if_unfamiliar(loaded: inference.LoadedModel, tables: np.ndarray, name: 
                     name, quality, loaded.config.model.name, low, high)
 
 
-def restore_array(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np.ndarray, settings: Settings,
-                  progress=None) -> np.ndarray:
+def restore_array(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np.ndarray,
+                  settings: Settings) -> np.ndarray:
   """uint8 restoration of a decoded image with the model's channel count (whole or tiled)."""
   inputs, global_inputs = loaded.inputs(decoded, tables)
   predictor = loaded.predictor
   height, width = decoded.shape[:2]
   if height * width > settings.max_pixels:
-    output = inference.predict_tiled(predictor, inputs, global_inputs, settings.tile, settings.tile_overlap, progress)
+    tiles = inference.tile_count(height, width, settings.tile, settings.tile_overlap, predictor.size_multiple)
+    with tqdm(total=tiles, desc="tiles", unit="tile", leave=False) as bar:
+      output = inference.predict_tiled(predictor, inputs, global_inputs, settings.tile, settings.tile_overlap,
+                                       bar.update)
   else:
     run = lambda image, global_image: inference.predict(predictor, image, global_image, settings.bucket)
     ensemble = settings.self_ensemble
@@ -107,21 +110,21 @@ def restore_array(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np
   return loaded.to_uint8(output)
 
 
-def restore_image(loaded: inference.LoadedModel, image: Image.Image, tables: np.ndarray, settings: Settings,
-                  progress=None) -> Image.Image:
+def restore_image(loaded: inference.LoadedModel, image: Image.Image, tables: np.ndarray,
+                  settings: Settings) -> Image.Image:
   """A restored PIL image in the file's own colour mode (stored orientation)."""
   model_grey = loaded.color == "grey"
   if image.mode == "L":
     pixels = np.asarray(image)[..., None]
     if model_grey:
-      return Image.fromarray(restore_array(loaded, pixels, tables, settings, progress)[..., 0])
-    restored = restore_array(loaded, np.repeat(pixels, 3, axis=-1), tables, settings, progress)
+      return Image.fromarray(restore_array(loaded, pixels, tables, settings)[..., 0])
+    restored = restore_array(loaded, np.repeat(pixels, 3, axis=-1), tables, settings)
     return Image.fromarray(restored).convert("L")
   if model_grey:  # restore the luma plane the JPEG stored; keep its chroma
     luma, blue, red = image.convert("YCbCr").split()
-    restored = restore_array(loaded, np.asarray(luma)[..., None], tables, settings, progress)[..., 0]
+    restored = restore_array(loaded, np.asarray(luma)[..., None], tables, settings)[..., 0]
     return Image.merge("YCbCr", (Image.fromarray(restored), blue, red)).convert("RGB")
-  return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings, progress))
+  return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings))
 
 
 def read_jpeg(path: Path) -> tuple[Image.Image, np.ndarray, dict]:
