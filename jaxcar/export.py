@@ -68,10 +68,17 @@ def write_safetensors(params, path: Path) -> None:
   safetensors.numpy.save_file(flat_params(params), str(path), metadata={"layout": "flax", "names": "/-joined"})
 
 
-def write_torch(params, model_name: str, path: Path) -> None:
-  if model_name not in TORCH_ORIGIN:
+def _check_formats(formats, model_name: str) -> None:
+  """Refuse before writing anything, so a bad request leaves no half export behind."""
+  unknown = sorted(set(formats) - set(FORMATS))
+  if unknown:
+    raise ValueError(f"unknown export format(s) {unknown}; valid: {list(FORMATS)}")
+  if "torch" in formats and model_name not in TORCH_ORIGIN:
     raise ValueError(f"{model_name} was not a PyTorch network (PyTorch originals: {list(TORCH_ORIGIN)}); "
                      f"export it as safetensors or stablehlo")
+
+
+def write_torch(params, path: Path) -> None:
   try:
     import torch  # pylint: disable=import-outside-toplevel  (optional dependency)
   except ImportError:
@@ -98,9 +105,7 @@ def write_stablehlo(predictor: inference.Predictor, path: Path) -> None:
 
 def export(loaded: inference.LoadedModel, output_dir: Path, name: str, formats=FORMATS) -> list[Path]:
   """Writes each format (and its manifest) to output_dir; returns the written weight/function files."""
-  unknown = sorted(set(formats) - set(FORMATS))
-  if unknown:
-    raise ValueError(f"unknown export format(s) {unknown}; valid: {list(FORMATS)}")
+  _check_formats(formats, loaded.config.model.name)
   output_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for export_format in formats:
@@ -109,7 +114,7 @@ def export(loaded: inference.LoadedModel, output_dir: Path, name: str, formats=F
     if export_format == "safetensors":
       write_safetensors(predictor.params, path)
     elif export_format == "torch":
-      write_torch(predictor.params, loaded.config.model.name, path)
+      write_torch(predictor.params, path)
     else:
       write_stablehlo(predictor, path)
     described = manifest(loaded.config, predictor.model, export_format, loaded.source)

@@ -280,7 +280,7 @@ def run_cli(main: Callable[[list[str]], None]) -> None:
     try:
       main(argv)
     except USER_ERRORS as error:
-      logging.info("stopped", exc_info=True)
+      logging.debug("stopped", exc_info=True)  # the traceback with --verbosity=1
       first_line = str(error).splitlines()[0] if str(error) else ""
       raise SystemExit(f"error: {type(error).__name__}: {first_line}") from None
 

@@ -84,4 +84,5 @@ def test_torch_export_refuses_keras_networks(tmp_path):
   model = inference.create_model(config)
   loaded = inference.LoadedModel(config, inference.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
   with pytest.raises(ValueError, match="not a PyTorch network"):
-    export.export(loaded, tmp_path, "dacar3", ["torch"])
+    export.export(loaded, tmp_path, "dacar3", ["safetensors", "torch"])
+  assert not list(tmp_path.iterdir())  # nothing half-written
