@@ -1,5 +1,8 @@
 """The Grain training pipeline: decoded images -> shard -> shuffle -> repeat -> degrade -> batch -> workers.
 
+The per-example step stays in uint8 (crop, flip, JPEG round trip, tables); the float conversion and
+the quantization maps are made per batch, where numpy runs at memory speed instead of call overhead.
+
 Deterministic for a seed: Grain seeds each example's generator from the seed and the element index, so
 the batches do not depend on the worker count, and the iterator state (get_state/set_state, or
 grain.checkpoint.CheckpointSave inside an Orbax checkpoint) resumes at exactly the next batch.
@@ -7,6 +10,7 @@ grain.checkpoint.CheckpointSave inside an Orbax checkpoint) resumes at exactly t
 
 import logging
 
+from absl import flags
 import grain
 import numpy as np
 
@@ -21,9 +25,13 @@ def train_iterator(data_config, *, batch_size: int, seed: int, process_index: in
   (0 runs the transforms in this process).
   """
   dataset = train_dataset(data_config, batch_size=batch_size, seed=seed, process_index=process_index,
-                          process_count=process_count)
+                          process_count=process_count, prefetch=data_config.prefetch_buffer_size)
   workers = data_config.num_workers if num_workers is None else num_workers
   if workers > 0:
+    if not flags.FLAGS.is_parsed():
+      # Grain reads its own absl flags when it starts workers; outside an absl app (tests, notebooks)
+      # they are unparsed and reading them raises, so take their defaults.
+      flags.FLAGS.mark_as_parsed()
     options = grain.MultiprocessingOptions(num_workers=workers,
                                            per_worker_buffer_size=data_config.prefetch_buffer_size)
     dataset = dataset.mp_prefetch(options)
@@ -31,8 +39,8 @@ def train_iterator(data_config, *, batch_size: int, seed: int, process_index: in
 
 
 def train_dataset(data_config, *, batch_size: int, seed: int, process_index: int | None = None,
-                  process_count: int | None = None) -> grain.IterDataset:
-  """The pipeline up to (not including) the worker processes."""
+                  process_count: int | None = None, prefetch: int = 2) -> grain.IterDataset:
+  """The pipeline up to (not including) the worker processes; `prefetch` batches are made ahead."""
   if process_index is None or process_count is None:
     process_index, process_count = _jax_process()
   settings = transforms.PairSettings.from_config(data_config)
@@ -47,9 +55,13 @@ def train_dataset(data_config, *, batch_size: int, seed: int, process_index: int
           .seed(process_seed)
           .shuffle()
           .repeat()
-          .random_map(transforms.MakeTrainingPair(settings))
+          .random_map(transforms.DegradePatch(settings))
           .batch(batch_size, drop_remainder=True)
-          .to_iter_dataset())
+          .map(transforms.ToModelBatch(settings))
+          # Grain's default reads ahead 500 elements on 16 threads: here 500 batches (GBs) per process,
+          # and threads fighting over the GIL. One thread per process, a few batches ahead, is enough:
+          # parallelism comes from worker processes.
+          .to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)))
 
 
 def large_enough(images: cache.DecodedImages, size: int) -> list[int]:

@@ -57,8 +57,8 @@ class PairSettings:
     return self.patch_size + (GRID if self.double_quality_range else 0)
 
 
-class MakeTrainingPair(grain.transforms.RandomMap):
-  """uint8 (H, W, C) image -> {"inputs", "targets", ["global_inputs"], "quality"} for one patch."""
+class DegradePatch(grain.transforms.RandomMap):
+  """uint8 (H, W, C) image -> {"clean", "degraded" (uint8 patches), "tables", "quality"} for one patch."""
 
   def __init__(self, settings: PairSettings):
     self.settings = settings
@@ -73,11 +73,21 @@ class MakeTrainingPair(grain.transforms.RandomMap):
       clean, quality, data = double_compress(clean, quality, s, rng)
     else:
       data = jpeg.compress(clean, quality, s.subsampling)
-    channels = "grey" if clean.shape[-1] == 1 else "rgb"
-    example = prepare.model_inputs(jpeg.decode(data, channels), jpeg.quantization_tables(data), s)
-    example["targets"] = prepare.to_model_range(clean, s.value_range)
-    example["quality"] = np.int32(quality)
-    return example
+    return {"clean": clean, "degraded": jpeg.decode_known(data, clean.shape),
+            "tables": jpeg.quantization_tables(data), "quality": np.int32(quality)}
+
+
+class ToModelBatch(grain.transforms.Map):
+  """A batch of DegradePatch outputs -> {"inputs", "targets", ["global_inputs"], "quality"}."""
+
+  def __init__(self, settings: PairSettings):
+    self.settings = settings
+
+  def map(self, element: dict) -> dict:
+    batch = prepare.batch_model_inputs(element["degraded"], element["tables"], self.settings)
+    batch["targets"] = prepare.to_model_range(element["clean"], self.settings.value_range)
+    batch["quality"] = element["quality"]
+    return batch
 
 
 def random_crop(image: np.ndarray, size: int, rescale_choices, rng: np.random.Generator) -> np.ndarray:
@@ -115,8 +125,7 @@ def double_compress(clean: np.ndarray, first_quality: int, s: PairSettings, rng:
   """
   shift = int(rng.integers(1, GRID * GRID))  # (dy, dx) in 0..7 x 0..7, never both zero
   dy, dx = divmod(shift, GRID)
-  channels = "grey" if clean.shape[-1] == 1 else "rgb"
-  once = jpeg.decode(jpeg.compress(clean, first_quality, s.subsampling), channels)
+  once = jpeg.decode_known(jpeg.compress(clean, first_quality, s.subsampling), clean.shape)
   window = (slice(dy, dy + s.patch_size), slice(dx, dx + s.patch_size))
   second_quality = int(rng.integers(s.double_quality_range[0], s.double_quality_range[1] + 1))
   data = jpeg.compress(np.ascontiguousarray(once[window]), second_quality, s.subsampling)

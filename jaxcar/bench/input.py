@@ -1,0 +1,103 @@
+"""`python -m jaxcar.bench input`: training patches per second from the Grain pipeline, per worker count.
+
+Times whole batches after a warm-up (which also absorbs worker start-up and the one-off decoded-cache
+build), so the number is the steady rate a training loop would see.
+"""
+
+import multiprocessing
+import os
+import platform
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+from configs import base
+from jaxcar import paths
+from jaxcar.data import pipeline
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("source", None, "image source (default: <shared>/data/train)")
+flags.DEFINE_string("shared", None, "shared folder (default: $JAXCAR_SHARED or ../shared)")
+flags.DEFINE_list("workers", ["0", "1", "2"], "worker counts to measure")
+flags.DEFINE_integer("patch_size", 64, "patch side")
+flags.DEFINE_enum("color", "rgb", ["rgb", "grey"], "colour mode")
+flags.DEFINE_bool("quantization_maps", True, "append quantization maps (QCN inputs)")
+flags.DEFINE_integer("batch_size", 64, "per-process batch")
+flags.DEFINE_float("seconds", 10.0, "timed seconds per worker count")
+flags.DEFINE_integer("warmup_batches", 10, "untimed batches first")
+flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md")
+
+
+def cpu_seconds() -> float:
+  """CPU time of this process and its live worker processes (Linux /proc; this process only elsewhere)."""
+  total = sum(os.times()[:2])
+  ticks = os.sysconf("SC_CLK_TCK")
+  for child in multiprocessing.active_children():
+    try:
+      fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+      total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    except (OSError, IndexError, ValueError):
+      pass
+  return total
+
+
+def measure(data_config, workers: int) -> tuple[float, float]:
+  """(patches per wall second, patches per CPU second) with `workers` processes (0 = this process).
+
+  The CPU-second rate is what one worker core delivers, whatever else shares the machine.
+  """
+  iterator = pipeline.train_iterator(data_config, batch_size=FLAGS.batch_size, seed=0, process_index=0,
+                                     process_count=1, num_workers=workers)
+  for _ in range(FLAGS.warmup_batches):
+    next(iterator)
+  batches, start, cpu_start = 0, time.perf_counter(), cpu_seconds()
+  while time.perf_counter() - start < FLAGS.seconds:
+    next(iterator)
+    batches += 1
+  patches = batches * FLAGS.batch_size
+  rates = patches / (time.perf_counter() - start), patches / (cpu_seconds() - cpu_start)
+  del iterator  # stops its worker processes before the next count starts its own
+  return rates
+
+
+def main(argv):
+  if not FLAGS.is_parsed():  # called by jaxcar.bench.__main__ rather than app.run
+    FLAGS(argv)
+  data_config = base.get_config().data
+  data_config.source = FLAGS.source or str(paths.require_shared("data/train", FLAGS.shared))
+  data_config.color = FLAGS.color
+  data_config.patch_size = FLAGS.patch_size
+  data_config.quality_range = (1, 60)
+  data_config.quantization_maps = FLAGS.quantization_maps
+  data_config.value_range = "minus_one_one"
+  rows = []
+  for workers in [int(w) for w in FLAGS.workers]:
+    rate, cpu_rate = measure(data_config, workers)
+    rows.append((workers, rate, cpu_rate))
+    print(f"{workers} workers: {rate:,.0f} patches/s, {cpu_rate:,.0f} per CPU second", flush=True)
+  table = format_table(rows)
+  print(table)
+  if FLAGS.record:
+    with open("BUILD_NOTES.md", "a") as notes:
+      notes.write("\n" + table + "\n")
+
+
+def format_table(rows) -> str:
+  command = "python -m jaxcar.bench input " + " ".join(
+      f"--{name}={FLAGS[name].value}" for name in ("patch_size", "color", "quantization_maps", "batch_size",
+                                                   "seconds"))
+  base_rate = rows[0][1] if rows and rows[0][0] == 0 else None
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  lines = [f"Input pipeline, {FLAGS.patch_size}x{FLAGS.patch_size} {FLAGS.color}, "
+           f"maps={FLAGS.quantization_maps}, q in [1, 60], on {platform.processor() or platform.machine()} "
+           f"({os.cpu_count()} cores, load average {load:.1f} at the end): `{command}`", "",
+           "| workers | patches/s (wall) | vs 0 workers | patches per CPU second |", "|---|---|---|---|"]
+  for workers, rate, cpu_rate in rows:
+    ratio = f"{rate / base_rate:.2f}x" if base_rate else "-"
+    lines.append(f"| {workers} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} |")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  app.run(main)
