@@ -94,3 +94,18 @@ def test_folder_dataset_scores_jpeg_and_skips_unreadable_files(tmp_path):
 def test_unknown_dataset_is_one_line_error():
   with pytest.raises(FileNotFoundError, match="neither a folder nor one of"):
     evaluate.resolve_dataset("live2")
+
+
+def test_model_from_a_training_workdir(tmp_path):
+  import orbax.checkpoint as ocp
+  from jaxcar.training import checkpoint
+  trained = _dacar3()
+  params = jax.tree_util.tree_map(lambda x: x + 1.0, trained.predictor.params)
+  checkpoint.write_config(tmp_path, trained.config)
+  with ocp.CheckpointManager(tmp_path / checkpoint.CHECKPOINT_DIR) as manager:
+    manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave({"step": 7, "params": params})))
+    manager.wait_until_finished()
+  loaded = inference.load_model(workdir=tmp_path)  # config from the run's config.json
+  assert loaded.config.model.name == "dacar3" and loaded.color == "grey"
+  for restored, expected in zip(jax.tree_util.tree_leaves(loaded.predictor.params), jax.tree_util.tree_leaves(params)):
+    np.testing.assert_array_equal(np.asarray(restored), np.asarray(expected))
