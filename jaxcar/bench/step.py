@@ -29,6 +29,7 @@ flags.DEFINE_integer("num_blocks", 16, "residual blocks, for networks that have 
 flags.DEFINE_integer("batch_size", 16, "global batch", flag_values=FLAGS)
 flags.DEFINE_integer("patch_size", 64, "patch side", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 10, "timed rounds (median reported)", flag_values=FLAGS)
+flags.DEFINE_integer("peak_size", 2048, "side of the square matmul that measures the peak", flag_values=FLAGS)
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: one per core)", flag_values=FLAGS)
 flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md", flag_values=FLAGS)
 
@@ -120,11 +121,13 @@ def measure(name: str, dtype: str, peak: float) -> list:
 
 def main(argv):
   FLAGS(argv)
+  if FLAGS.batch_size % jax.device_count():
+    raise SystemExit(f"--batch_size={FLAGS.batch_size} must be a multiple of the {jax.device_count()} devices")
   torch.set_num_threads(FLAGS.torch_threads or platform.cpu_count())
   names = models.names() if FLAGS.models == ["all"] else FLAGS.models
   rows, peaks = [], {}
   for dtype in FLAGS.dtypes:
-    peaks[dtype] = common.matmul_peak(dtype)
+    peaks[dtype] = common.matmul_peak(dtype, FLAGS.peak_size)
     print(f"matmul peak {dtype}: {peaks[dtype]:.0f} GFLOP/s", flush=True)
     rows += [measure(name, dtype, peaks[dtype]) for name in names]
   headers = ["network", "dtype", "JAX patches/s", "JAX GFLOP/s", "JAX MFU", "PyTorch patches/s",

@@ -1,0 +1,104 @@
+"""`python -m jaxcar.bench restore`: megapixels/s and peak memory of whole-image restoration vs PyTorch.
+
+JAX side: `jaxcar.inference` as `jaxcar.restore` runs it: `predict` (one jitted pass, padded to the
+size bucket) for images up to `--max_whole_pixels`, `predict_tiled` above that. PyTorch side: the
+equivalent network, eager, under `no_grad`, fed the same way: whole for small images and through the
+very same tiling code for large ones, so both do identical work. Weights are random: speed and memory
+do not depend on them. Peak memory is the resident-set growth during one call, which for a 24 MP
+image is dominated by the activations a framework keeps alive.
+"""
+
+import jax
+import numpy as np
+import torch
+from absl import flags
+
+from jaxcar import inference, models, platform
+from jaxcar.bench import common, torch_models
+
+FLAGS = flags.FlagValues()  # own flag set: several benchmarks can be imported in one process
+flags.DEFINE_list("models", ["arcnn", "dacar3"], "networks to time", flag_values=FLAGS)
+flags.DEFINE_list("sizes", ["768x512", "6000x4000"], "WIDTHxHEIGHT of the test images", flag_values=FLAGS)
+flags.DEFINE_list("dtypes", ["float32"], "compute dtypes", flag_values=FLAGS)
+flags.DEFINE_enum("color", "grey", ["grey", "rgb"], "colour mode, for networks that have one", flag_values=FLAGS)
+flags.DEFINE_integer("num_blocks", 16, "residual blocks, for networks that have them", flag_values=FLAGS)
+flags.DEFINE_integer("max_whole_pixels", 4_000_000, "larger images are restored in tiles", flag_values=FLAGS)
+flags.DEFINE_integer("tile", 1024, "tile side for large images", flag_values=FLAGS)
+flags.DEFINE_integer("overlap", 32, "context pixels around each tile", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 3, "timed rounds (median reported)", flag_values=FLAGS)
+flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: one per core)", flag_values=FLAGS)
+flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md", flag_values=FLAGS)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+  try:
+    width, height = (int(v) for v in text.lower().split("x"))
+  except ValueError:
+    raise ValueError(f"--sizes entries are WIDTHxHEIGHT like 768x512, got {text!r}") from None
+  return height, width
+
+
+class TorchPredictor:
+  """Same call signature as `inference.Predictor`: an (H, W, C) float32 image -> (H, W, C_out) numpy."""
+
+  def __init__(self, net, dtype: str):
+    self.net, self.autocast = net.eval(), dtype == "bfloat16"
+
+  def __call__(self, image: np.ndarray, global_image=None) -> np.ndarray:
+    batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+      out = self.net(batch)
+    return out[0].float().permute(1, 2, 0).numpy()
+
+
+def restore_function(predictor, height: int, width: int):
+  """How `jaxcar.restore` would run an image of this size with `predictor`."""
+  if height * width <= FLAGS.max_whole_pixels:
+    return lambda image: inference.predict(predictor, image)
+  return lambda image: inference.predict_tiled(predictor, image, tile=FLAGS.tile, overlap=FLAGS.overlap)
+
+
+def measure(name: str, dtype: str, height: int, width: int) -> list:
+  accepted = models.options(name)
+  options = {k: v for k, v in {"color": FLAGS.color, "num_blocks": FLAGS.num_blocks, "dtype": dtype}.items()
+             if k in accepted}
+  model = models.create(name, **options)
+  channels = models.input_channels(model)
+  image = np.random.default_rng(0).random((height, width, channels), np.float32)
+  params = models.init(model, jax.random.key(0))["params"]
+  runs = {"jax": restore_function(inference.Predictor(model, params), height, width)}
+  if name in torch_models.FACTORIES:
+    runs["torch"] = restore_function(TorchPredictor(torch_models.create(name, **options), dtype), height, width)
+  for run in runs.values():  # compile outside the timing, on one tile-sized piece for tiled images
+    run(image[:min(height, FLAGS.tile), :min(width, FLAGS.tile)])
+  memory = {k: 0 for k in runs}
+
+  def timed(framework):
+    def call():
+      with common.PeakMemory() as peak:
+        runs[framework](image)
+      memory[framework] = max(memory[framework], peak.peak_bytes)
+    return call
+
+  seconds = common.interleaved({k: timed(k) for k in runs}, FLAGS.repeats, warmup=0)
+  megapixels = height * width / 1e6
+  row = [name, dtype, f"{width}x{height}", f"{megapixels / seconds['jax']:.2f}", f"{memory['jax'] / 2**20:,.0f}"]
+  if "torch" in runs:
+    row += [f"{megapixels / seconds['torch']:.2f}", f"{memory['torch'] / 2**20:,.0f}",
+            f"**{seconds['torch'] / seconds['jax']:.2f}x**"]
+  else:
+    row += ["-", "-", "-"]
+  print(" | ".join(row), flush=True)
+  return row
+
+
+def main(argv):
+  FLAGS(argv)
+  torch.set_num_threads(FLAGS.torch_threads or platform.cpu_count())
+  sizes = [parse_size(s) for s in FLAGS.sizes]
+  rows = [measure(name, dtype, h, w) for dtype in FLAGS.dtypes for name in FLAGS.models for h, w in sizes]
+  headers = ["network", "dtype", "image", "JAX MP/s", "JAX peak MiB", "PyTorch MP/s", "PyTorch peak MiB",
+             "JAX / PyTorch"]
+  common.report(f"Restore, median of {FLAGS.repeats} interleaved rounds; tiles of {FLAGS.tile} (overlap "
+                f"{FLAGS.overlap}) above {FLAGS.max_whole_pixels / 1e6:g} MP",
+                common.markdown_table(headers, rows), FLAGS.record)

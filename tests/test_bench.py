@@ -1,0 +1,77 @@
+"""Smoke runs of the benchmarks (tiny shapes, no timing assertions) and the pieces they rely on."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcar import models, platform
+from jaxcar.bench import common, restore, step, torch_models
+
+
+def test_interleaved_runs_every_contender_in_rotation():
+  calls = []
+  seconds = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3,
+                               warmup=1)
+  assert set(seconds) == {"a", "b"}
+  assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+
+
+def test_report_appends_table_with_command(tmp_path):
+  notes = tmp_path / "NOTES.md"
+  notes.write_text("# notes\n")
+  table = common.markdown_table(["x", "y"], [[1, 2]])
+  common.report("demo", table, record=True, notes=notes)
+  text = notes.read_text()
+  assert text.startswith("# notes\n") and "#### demo" in text and "| 1 | 2 |" in text and "`" in text
+
+
+def test_peak_memory_sees_a_large_allocation():
+  with common.PeakMemory(interval=0.001) as peak:
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    block.sum()
+    del block
+  assert peak.peak_bytes > 32 * 2**20
+
+
+@pytest.mark.parametrize("name,options", [("arcnn", {"color": "grey"}), ("arcnn", {"color": "rgb"}),
+                                          ("dacar3", {}), ("dacar5", {}), ("qcn", {"color": "grey", "num_blocks": 2}),
+                                          ("edsr", {"color": "rgb", "num_blocks": 2})])
+def test_torch_equivalents_have_the_same_parameters(name, options):
+  params = models.init(models.create(name, **options), jax.random.key(0))["params"]
+  jax_shapes = sorted(tuple(x.shape) for x in jax.tree_util.tree_leaves(params))
+  torch_shapes = sorted(tuple(p.shape) for p in torch_models.create(name, **options).parameters())
+  assert models.param_count(params) == sum(np.prod(s) for s in torch_shapes)
+  # conv weights differ only in layout (HWIO vs OIHW); compare sorted sizes, PReLU slopes are () vs (1,)
+  assert sorted(np.prod(s) for s in jax_shapes) == sorted(np.prod(s) for s in torch_shapes)
+
+
+def test_step_benchmark_smoke(tmp_path, capsys):
+  step.main(["step", "--models=arcnn,qcn", "--num_blocks=1", "--dtypes=float32,bfloat16", "--batch_size=8",
+             "--patch_size=16", "--repeats=1", "--peak_size=64"])
+  out = capsys.readouterr().out
+  assert out.count("| arcnn color=grey |") == 2 and "qcn color=grey num_blocks=1" in out
+  assert "x** |" in out  # a JAX / PyTorch ratio was computed
+
+
+def test_restore_benchmark_smoke(capsys):
+  restore.main(["restore", "--models=dacar3", "--sizes=24x16,40x48", "--max_whole_pixels=1000", "--tile=16",
+                "--overlap=4", "--repeats=1"])
+  out = capsys.readouterr().out
+  assert "| dacar3 | float32 | 24x16 |" in out and "| dacar3 | float32 | 40x48 |" in out
+
+
+def test_restore_rejects_a_malformed_size():
+  with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+    restore.parse_size("768by512")
+
+
+def test_user_xla_flags_win_over_defaults():
+  merged = platform.merged_flags("--xla_foo=1", {"--xla_foo": "2", "--xla_bar": "3"})
+  assert merged == "--xla_foo=1 --xla_bar=3"
+
+
+def test_cpu_detection_follows_jax_platforms(monkeypatch):
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+  assert not platform.will_run_on_cpu()
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  assert platform.will_run_on_cpu()
