@@ -61,6 +61,11 @@ class Predictor:
     return np.asarray(self._forward(self.params, batch, global_batch))[0]
 
 
+def _size_multiple(predictor) -> int:
+  # Any callable with Predictor's signature works here (benchmarks pass a PyTorch twin); default: any size.
+  return getattr(predictor, "size_multiple", 1)
+
+
 def round_up(size: int, multiple: int) -> int:
   return -(-size // multiple) * multiple
 
@@ -77,7 +82,7 @@ def predict(predictor: Predictor, inputs, global_inputs=None, bucket: int = DEFA
   sees exactly the zero padding of the published protocols, at one compile per distinct size.
   """
   height, width = inputs.shape[:2]
-  multiple = max(predictor.size_multiple, bucket)
+  multiple = max(_size_multiple(predictor), bucket)
   padded = pad_bottom_right(inputs, round_up(height, multiple), round_up(width, multiple))
   return predictor(padded, global_inputs)[:height, :width]
 
@@ -128,9 +133,9 @@ def predict_tiled(predictor: Predictor, inputs, global_inputs=None, tile: int = 
   Equals `predict(..., bucket=0)` when `overlap` covers the network's receptive radius.
   """
   height, width = inputs.shape[:2]
-  multiple = predictor.size_multiple
+  multiple = _size_multiple(predictor)
   if tile % multiple:
-    raise ValueError(f"the tile size must be a multiple of {multiple} for {type(predictor.model).__name__}")
+    raise ValueError(f"the tile size must be a multiple of {multiple} for this network (it downscales)")
   padded = pad_bottom_right(inputs, round_up(height, multiple), round_up(width, multiple))
   full_h, full_w = padded.shape[:2]
   tile_h, tile_w = min(tile, full_h), min(tile, full_w)
