@@ -185,3 +185,21 @@ def test_workers_are_processes_and_give_the_same_batches_and_state(photo_folder,
   resumed.set_state(state)
   assert_same_batches(take(resumed, 2), in_process[4:])
   resumed.close()
+
+
+def test_iterator_state_round_trips_through_an_orbax_checkpoint(photo_folder, tmp_path):
+  import grain  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel  (slow import, this test only)
+  config = data_config(photo_folder, tmp_path / "cache", quality_range=(5, 50))
+  make = lambda: pipeline.train_iterator(config, batch_size=2, seed=5, process_index=0, process_count=1,
+                                         num_workers=0)
+  iterator = make()
+  take(iterator, 4)
+  manager = ocp.CheckpointManager(tmp_path / "checkpoints", item_names=("data",),
+                                  item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+  manager.save(4, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(iterator)))
+  manager.wait_until_finished()
+  expected = take(iterator, 2)
+  resumed = make()
+  manager.restore(4, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+  assert_same_batches(take(resumed, 2), expected)
