@@ -171,20 +171,24 @@ def main(argv):
   logging.info("wrote %s", output_dir)
 
 
-inference.define_model_flags()
-flags.DEFINE_string("dataset", None, f"A folder of ground-truth images or one of {sorted(DATASETS)}.")
-flags.DEFINE_list("qualities", ["10", "20", "30", "40"], "JPEG qualities to evaluate.")
-flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (x8 slower).")
-flags.DEFINE_enum("ssim_window", "uniform", list(metrics.SSIM_WINDOWS),
-                  "uniform: 8x8 box (QGCN, DACAR tables); gaussian: 11x11, sigma 1.5 (Wang et al., tf.image).")
-flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET,
-                     "Pad images to a multiple of this (fewer compiles); 0 = no padding, exactly the published "
-                     "protocol, one compile per image size.")
-flags.DEFINE_bool("save_images", False, "Also write the restored images.")
-flags.DEFINE_string("output_dir", "evaluation", "Folder for the CSV, JSON, Markdown table and plot.")
-flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).")
-flags.DEFINE_string("shared", None, "The shared data folder (default $JAXCAR_SHARED or ../shared).")
-flags.mark_flag_as_required("dataset")
+def define_flags() -> None:
+  """The CLI's flags; defined on demand because the three CLIs share names (--config, --weights)."""
+  inference.define_model_flags()
+  flags.DEFINE_string("dataset", None, f"A folder of ground-truth images or one of {sorted(DATASETS)}.")
+  flags.DEFINE_list("qualities", ["10", "20", "30", "40"], "JPEG qualities to evaluate.")
+  flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (x8 slower).")
+  flags.DEFINE_enum("ssim_window", "uniform", list(metrics.SSIM_WINDOWS),
+                    "uniform: 8x8 box (QGCN, DACAR tables); gaussian: 11x11, sigma 1.5 (Wang et al., tf.image).")
+  flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET,
+                       "Pad images to a multiple of this (fewer compiles); 0 = no padding, exactly the published "
+                       "protocol, one compile per image size.")
+  flags.DEFINE_bool("save_images", False, "Also write the restored images.")
+  flags.DEFINE_string("output_dir", "evaluation", "Folder for the CSV, JSON, Markdown table and plot.")
+  flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).")
+  flags.DEFINE_string("shared", None, "The shared data folder (default $JAXCAR_SHARED or ../shared).")
+  flags.mark_flag_as_required("dataset")
+
 
 if __name__ == "__main__":
+  define_flags()
   inference.run_cli(main)

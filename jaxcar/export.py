@@ -133,10 +133,14 @@ def main(argv):
     print(path)
 
 
-inference.define_model_flags()
-flags.DEFINE_string("output_dir", "exported", "Folder for the exported files.")
-flags.DEFINE_string("name", None, "File name stem (default: the model name).")
-flags.DEFINE_list("formats", list(FORMATS), f"Any of {list(FORMATS)}.")
+def define_flags() -> None:
+  """The CLI's flags; defined on demand because the three CLIs share names (--config, --weights)."""
+  inference.define_model_flags()
+  flags.DEFINE_string("output_dir", "exported", "Folder for the exported files.")
+  flags.DEFINE_string("name", None, "File name stem (default: the model name).")
+  flags.DEFINE_list("formats", list(FORMATS), f"Any of {list(FORMATS)}.")
+
 
 if __name__ == "__main__":
+  define_flags()
   inference.run_cli(main)

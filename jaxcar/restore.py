@@ -184,18 +184,22 @@ def main(argv):
   print(f"restored {len(result['restored'])} file(s) into {FLAGS.output}; skipped {len(result['skipped'])}")
 
 
-inference.define_model_flags()
-flags.DEFINE_string("output", None, "Folder for the restored images.")
-flags.DEFINE_enum("format", "png", list(OUTPUT_FORMATS), "Output format: lossless PNG, or high-quality JPEG/WebP.")
-flags.DEFINE_integer("output_quality", 95, "Quality of JPEG/WebP outputs.")
-flags.DEFINE_integer("max_pixels", Settings.max_pixels, "Larger images are restored in overlapping tiles.")
-flags.DEFINE_integer("tile", Settings.tile, "Tile side in pixels.")
-flags.DEFINE_integer("tile_overlap", Settings.tile_overlap,
-                     "Context pixels on each inner tile side; at least the receptive radius makes tiling exact.")
-flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET, "Pad whole images to a multiple of this (fewer compiles).")
-flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (whole images only; x8 slower).")
-flags.DEFINE_bool("overwrite", False, "Replace existing outputs, including an input file itself.")
-flags.mark_flag_as_required("output")
+def define_flags() -> None:
+  """The CLI's flags; defined on demand because the three CLIs share names (--config, --weights)."""
+  inference.define_model_flags()
+  flags.DEFINE_string("output", None, "Folder for the restored images.")
+  flags.DEFINE_enum("format", "png", list(OUTPUT_FORMATS), "Output format: lossless PNG, or high-quality JPEG/WebP.")
+  flags.DEFINE_integer("output_quality", 95, "Quality of JPEG/WebP outputs.")
+  flags.DEFINE_integer("max_pixels", Settings.max_pixels, "Larger images are restored in overlapping tiles.")
+  flags.DEFINE_integer("tile", Settings.tile, "Tile side in pixels.")
+  flags.DEFINE_integer("tile_overlap", Settings.tile_overlap,
+                       "Context pixels on each inner tile side; at least the receptive radius makes tiling exact.")
+  flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET, "Pad whole images to a multiple of this (fewer compiles).")
+  flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (whole images only; x8 slower).")
+  flags.DEFINE_bool("overwrite", False, "Replace existing outputs, including an input file itself.")
+  flags.mark_flag_as_required("output")
+
 
 if __name__ == "__main__":
+  define_flags()
   inference.run_cli(main)
