@@ -8,13 +8,16 @@ import multiprocessing
 import os
 import platform
 import time
+import timeit
 from pathlib import Path
+
+import numpy as np
 
 from absl import app, flags
 
 from configs import base
 from jaxcar import paths
-from jaxcar.data import pipeline
+from jaxcar.data import cache, jpeg, pipeline, prepare, transforms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("source", None, "image source (default: <shared>/data/train)")
@@ -27,6 +30,7 @@ flags.DEFINE_integer("batch_size", 64, "per-process batch")
 flags.DEFINE_float("seconds", 10.0, "timed seconds per worker count")
 flags.DEFINE_integer("warmup_batches", 10, "untimed batches first")
 flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md")
+flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (best of 5, one process)")
 
 
 def cpu_seconds() -> float:
@@ -61,6 +65,32 @@ def measure(data_config, workers: int) -> tuple[float, float]:
   return rates
 
 
+def stage_costs(data_config) -> list[tuple[str, float]]:
+  """(stage, microseconds per patch), each the best of 5 repeats so other load on the machine matters less."""
+  settings = transforms.PairSettings.from_config(data_config)
+  images = cache.decoded_images(data_config.source, data_config.color, data_config.cache_dir or None)
+  rng = np.random.default_rng(0)
+  image = images[0]
+  patch = np.ascontiguousarray(transforms.random_crop(image, settings.patch_size, (), rng))
+  data = jpeg.compress(patch, 30, settings.subsampling)
+  examples = [transforms.DegradePatch(settings).random_map(images[i % len(images)], rng) for i in range(64)]
+  batch = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
+  to_batch = transforms.ToModelBatch(settings)
+  stages = [
+      ("crop (view)", lambda: transforms.random_crop(image, settings.patch_size, (), rng), 1),
+      ("dihedral + contiguous copy", lambda: np.ascontiguousarray(transforms.dihedral(patch, 5)), 1),
+      ("JPEG encode (Pillow)", lambda: jpeg.compress(patch, 30, settings.subsampling), 1),
+      ("JPEG decode (decode_known)", lambda: jpeg.decode_known(data, patch.shape), 1),
+      ("JPEG decode (Image.open)", lambda: jpeg.decode(data, data_config.color), 1),
+      ("DQT tables", lambda: jpeg.quantization_tables(data), 1),
+      ("DegradePatch (all of the above)", lambda: transforms.DegradePatch(settings).random_map(image, rng), 1),
+      ("ToModelBatch (per patch, batch of 64)", lambda: to_batch.map(batch), 64),
+      ("model_inputs one patch at a time", lambda: prepare.model_inputs(examples[0]["degraded"],
+                                                                        examples[0]["tables"], settings), 1),
+  ]
+  return [(name, min(timeit.repeat(fn, number=100, repeat=5)) / 100 / per * 1e6) for name, fn, per in stages]
+
+
 def main(argv):
   if not FLAGS.is_parsed():  # called by jaxcar.bench.__main__ rather than app.run
     FLAGS(argv)
@@ -77,6 +107,9 @@ def main(argv):
     rows.append((workers, rate, cpu_rate))
     print(f"{workers} workers: {rate:,.0f} patches/s, {cpu_rate:,.0f} per CPU second", flush=True)
   table = format_table(rows)
+  if FLAGS.stages:
+    table += "\n\n| stage | us per patch |\n|---|---|\n" + "\n".join(
+        f"| {name} | {cost:.0f} |" for name, cost in stage_costs(data_config))
   print(table)
   if FLAGS.record:
     with open("BUILD_NOTES.md", "a") as notes:
@@ -86,7 +119,7 @@ def main(argv):
 def format_table(rows) -> str:
   command = "python -m jaxcar.bench input " + " ".join(
       f"--{name}={FLAGS[name].value}" for name in ("patch_size", "color", "quantization_maps", "batch_size",
-                                                   "seconds"))
+                                                   "seconds", "stages"))
   base_rate = rows[0][1] if rows and rows[0][0] == 0 else None
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   lines = [f"Input pipeline, {FLAGS.patch_size}x{FLAGS.patch_size} {FLAGS.color}, "

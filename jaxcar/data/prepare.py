@@ -55,24 +55,30 @@ def batch_model_inputs(decoded: np.ndarray, tables: np.ndarray, data_config) -> 
   """
   count, height, width, channels = decoded.shape
   maps = batch_quantization_maps(tables, height, width, channels) if data_config.quantization_maps else None
-  inputs = np.empty((count, height, width, channels + (0 if maps is None else maps.shape[-1])), np.float32)
-  inputs[..., :channels] = to_model_range(decoded, data_config.value_range)
-  if maps is not None:
-    inputs[..., channels:] = maps
-  result = {"inputs": inputs}
+  parts = [to_model_range(decoded, data_config.value_range)] + ([] if maps is None else [maps])
+  result = {"inputs": _stack_channels(parts)}
   if data_config.global_size > 0:
     result["global_inputs"] = np.stack(
         [global_image(image, data_config.global_size, data_config.value_range) for image in decoded])
   return result
 
 
+def _stack_channels(parts: list[np.ndarray]) -> np.ndarray:
+  """np.concatenate(parts, axis=-1), one channel at a time: each copy then runs over all pixels in one
+  strided loop instead of a 3-element inner loop per pixel, ~4x faster for (64, 64, 64, 3 + 2)."""
+  total = sum(part.shape[-1] for part in parts)
+  out = np.empty(parts[0].shape[:-1] + (total,), np.float32)
+  channel = 0
+  for part in parts:
+    for index in range(part.shape[-1]):
+      out[..., channel] = part[..., index]
+      channel += 1
+  return out
+
+
 def batch_quantization_maps(tables: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-  """(B, H, W, 1 or 2) maps for (B, n, 8, 8) tables, tiling each distinct table set once."""
-  tables = np.asarray(tables)
-  distinct, which = np.unique(tables.reshape(len(tables), -1), axis=0, return_inverse=True)
-  tiled = np.stack([jpeg.quantization_maps(t.reshape(tables.shape[1:]), height, width, channels)
-                    for t in distinct])
-  return tiled[which.reshape(-1)]
+  """(B, H, W, 1 or 2) maps for (B, n, 8, 8) tables (patch-sized maps come from jpeg's cache)."""
+  return np.stack([jpeg.quantization_maps(example_tables, height, width, channels) for example_tables in tables])
 
 
 def global_image(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray:

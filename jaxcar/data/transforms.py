@@ -66,8 +66,7 @@ class DegradePatch(grain.transforms.RandomMap):
   def random_map(self, element: np.ndarray, rng: np.random.Generator) -> dict:
     s = self.settings
     clean = random_crop(element, s.crop_size, s.rescale_choices, rng)
-    if s.dihedral:
-      clean = dihedral(clean, int(rng.integers(8)))
+    clean = np.ascontiguousarray(dihedral(clean, int(rng.integers(8))) if s.dihedral else clean)
     quality = int(rng.integers(s.quality_range[0], s.quality_range[1] + 1))
     if s.double_quality_range:
       clean, quality, data = double_compress(clean, quality, s, rng)
@@ -91,7 +90,8 @@ class ToModelBatch(grain.transforms.Map):
 
 
 def random_crop(image: np.ndarray, size: int, rescale_choices, rng: np.random.Generator) -> np.ndarray:
-  """A size x size crop; with rescale choices, half the time a crop of the image rescaled by one of them.
+  """A size x size crop (a view when not rescaled); with rescale choices, half the time a crop of the
+  image rescaled by one of them.
 
   Rescaling only the region the crop needs (side size / scale, bicubic, as Pillow resizes the whole
   image) costs the same as an ordinary crop instead of resizing the full image for every patch.
@@ -103,18 +103,19 @@ def random_crop(image: np.ndarray, size: int, rescale_choices, rng: np.random.Ge
       side = size  # the image is too small to rescale this much: keep the plain crop
   top = int(rng.integers(image.shape[0] - side + 1))
   left = int(rng.integers(image.shape[1] - side + 1))
-  region = np.ascontiguousarray(image[top:top + side, left:left + side])
+  region = image[top:top + side, left:left + side]
   if side == size:
     return region
+  region = np.ascontiguousarray(region)
   pil = Image.fromarray(region[..., 0] if region.shape[-1] == 1 else region)
   resized = np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC))
   return resized.reshape(size, size, region.shape[-1])
 
 
 def dihedral(image: np.ndarray, which: int) -> np.ndarray:
-  """One of the 8 rotations/reflections of the square: `which` % 4 quarter turns, mirrored if >= 4."""
+  """One of the 8 rotations/reflections (a view): `which` % 4 quarter turns, mirrored if >= 4."""
   turned = np.rot90(image, which % 4)
-  return np.ascontiguousarray(turned[:, ::-1] if which >= 4 else turned)
+  return turned[:, ::-1] if which >= 4 else turned
 
 
 def double_compress(clean: np.ndarray, first_quality: int, s: PairSettings, rng: np.random.Generator):
