@@ -8,13 +8,11 @@ the batches do not depend on the worker count, and the iterator state (get_state
 grain.checkpoint.CheckpointSave inside an Orbax checkpoint) resumes at exactly the next batch.
 """
 
-import logging
-
 from absl import flags
 import grain
 import numpy as np
 
-from jaxcar.data import cache, transforms
+from jaxcar.data import cache, sources, transforms
 
 
 def train_iterator(data_config, *, batch_size: int, seed: int, process_index: int | None = None,
@@ -68,10 +66,7 @@ def large_enough(images: cache.DecodedImages, size: int) -> list[int]:
   """Indices of the images at least size x size; the others are reported once, by name."""
   small = {path: f"smaller than the {size}x{size} crop ({shape[0]}x{shape[1]})"
            for path, shape in zip(images.paths, images.shapes) if min(shape[:2]) < size}
-  if small:
-    logging.warning("skipped %d image(s) smaller than the crop", len(small))
-    for path, reason in small.items():
-      logging.warning("  skipped %s: %s", path, reason)
+  sources.report_skipped(small, "training images smaller than the crop")
   return [i for i, shape in enumerate(images.shapes) if min(shape[:2]) >= size]
 
 
