@@ -128,3 +128,17 @@ def test_subsampling_is_applied():
   image = textured(32, 32)
   sizes = {mode: len(jpeg.compress(image, 90, mode)) for mode in jpeg.SUBSAMPLINGS}
   assert sizes["4:4:4"] > sizes["4:2:0"]
+
+
+@pytest.mark.shared
+def test_tables_of_real_world_jpegs_match_pillows_parser(shared):
+  files = sorted((shared / "data" / "eval" / "real_jpeg").glob("*.jpg"))
+  assert files, "no real_jpeg files in the shared folder"
+  for path in files:
+    data = path.read_bytes()
+    tables = jpeg.quantization_tables(data)
+    with Image.open(path) as image:
+      assert sorted(image.quantization) == list(range(len(tables)))
+      for table_id, values in image.quantization.items():
+        np.testing.assert_array_equal(np.reshape(values, (8, 8)), tables[table_id], err_msg=path.name)
+      assert jpeg.decode(data, "rgb").shape == (image.height, image.width, 3)
