@@ -160,3 +160,14 @@ def test_cache_of_only_bad_files_is_a_clear_error(tmp_path):
   (tmp_path / "bad.png").write_bytes(b"nope")
   with pytest.raises(FileNotFoundError, match="no readable image"):
     cache.decoded_images(tmp_path, "rgb", tmp_path / "cache")
+
+
+def test_a_truncated_cache_is_rebuilt(tmp_path):
+  folder, cache_dir = tmp_path / "images", tmp_path / "cache"
+  path = save(folder / "a.png", photo())
+  images = cache.decoded_images(folder, "rgb", cache_dir)
+  with open(images.data_path, "r+b") as data:
+    data.truncate(100)  # as a crash or a full disk would leave it
+  rebuilt = cache.decoded_images(folder, "rgb", cache_dir)
+  np.testing.assert_array_equal(rebuilt[0], sources.load_image(path, "rgb"))
+  assert not list(cache_dir.glob("*.partial"))

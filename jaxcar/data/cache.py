@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,14 +62,27 @@ def decoded_images(source, color: str, cache_dir=None) -> DecodedImages:
   folder = Path(cache_dir or default_cache_dir()).expanduser()
   stem = folder / _fingerprint(paths, color)
   index_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".bin")
-  if not (index_path.is_file() and data_path.is_file()):
+  index = _read_index(index_path, data_path)
+  if index is None:
     folder.mkdir(parents=True, exist_ok=True)
     _build(paths, color, data_path, index_path)
-  index = json.loads(index_path.read_text())
+    index = _read_index(index_path, data_path)
+    if index is None:
+      raise OSError(f"could not write a complete decoded-image cache at {data_path}; check the disk")
   sources.report_skipped(index["skipped"], f"image source {source}")
   if not index["paths"]:
     raise FileNotFoundError(f"image source {source} holds no readable image (all {len(paths)} skipped)")
   return DecodedImages(str(data_path), index)
+
+
+def _read_index(index_path: Path, data_path: Path) -> dict | None:
+  """The index if it and its data file are complete (a crash or a full disk can leave either short)."""
+  try:
+    index = json.loads(index_path.read_text())
+    expected = sum(int(np.prod(shape)) for shape in index["shapes"])
+    return index if data_path.stat().st_size == expected else None
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
 
 
 def _fingerprint(paths: list[str], color: str) -> str:
@@ -83,24 +97,31 @@ def _build(paths: list[str], color: str, data_path: Path, index_path: Path) -> N
   """Decodes every file once (threads: Pillow releases the GIL while decoding) and writes atomically."""
   logging.info("decoding %d images into %s (once; later runs map it)", len(paths), data_path)
   index = {"paths": [], "shapes": [], "offsets": [], "skipped": {}}
-  partial = data_path.with_name(f"{data_path.name}.{os.getpid()}.partial")
-  offset = 0
-  with open(partial, "wb") as out, concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    for path, result in zip(paths, pool.map(lambda p: _try_load(p, color), paths)):
-      if isinstance(result, str):
-        index["skipped"][path] = result
-        continue
-      out.write(np.ascontiguousarray(result).tobytes())
-      index["paths"].append(path)
-      index["shapes"].append(list(result.shape))
-      index["offsets"].append(offset)
-      offset += result.size
-  # Data first, index last: a reader that sees the index always finds complete data. Concurrent
-  # builders (several hosts on one file system) write identical content, so the last rename wins.
-  os.replace(partial, data_path)
-  partial_index = index_path.with_name(f"{index_path.name}.{os.getpid()}.partial")
-  partial_index.write_text(json.dumps(index))
-  os.replace(partial_index, index_path)
+  handle, partial = tempfile.mkstemp(dir=data_path.parent, prefix=data_path.name, suffix=".partial")
+  try:
+    with os.fdopen(handle, "wb") as out, concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+      for path, result in zip(paths, pool.map(lambda p: _try_load(p, color), paths)):
+        if isinstance(result, str):
+          index["skipped"][path] = result
+          continue
+        index["paths"].append(path)
+        index["shapes"].append(list(result.shape))
+        index["offsets"].append(out.tell())
+        out.write(np.ascontiguousarray(result).tobytes())
+    # Data first, index last, each renamed into place whole: a reader never sees a partial file.
+    # Concurrent builders (several hosts on one file system) write identical content; the last rename wins.
+    os.replace(partial, data_path)
+    _write_atomically(index_path, json.dumps(index))
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+  handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
+  with os.fdopen(handle, "w") as out:
+    out.write(text)
+  os.replace(partial, path)
 
 
 def _try_load(path: str, color: str):
