@@ -85,7 +85,7 @@ def test_double_compression_shifts_the_grid_of_the_first_pass():
 
 
 @pytest.mark.parametrize("field,value", [("quality_range", (50, 10)), ("double_quality_range", (1, 101)),
-                                         ("patch_size", 4)])
+                                         ("patch_size", 4), ("subsampling", "4:1:1")])
 def test_settings_reject_bad_values(field, value):
   with pytest.raises(ValueError, match=field):
     _settings(**{field: value}).check()

@@ -49,6 +49,8 @@ class PairSettings:
       raise ValueError(f"data.patch_size must be at least {GRID}, got {self.patch_size}")
     if any(not 0 < scale <= 1 for scale in self.rescale_choices):
       raise ValueError(f"data.rescale_choices must lie in (0, 1], got {self.rescale_choices}")
+    if self.subsampling not in jpeg.SUBSAMPLINGS:
+      raise ValueError(f"data.subsampling must be one of {jpeg.SUBSAMPLINGS}, got {self.subsampling!r}")
     prepare.to_model_range(np.zeros(1, np.uint8), self.value_range)  # raises on an unknown range
 
   @property
