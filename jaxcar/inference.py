@@ -82,7 +82,7 @@ def predict(predictor: Predictor, inputs, global_inputs=None, bucket: int = DEFA
   sees exactly the zero padding of the published protocols, at one compile per distinct size.
   """
   height, width = inputs.shape[:2]
-  multiple = max(_size_multiple(predictor), bucket)
+  multiple = math.lcm(_size_multiple(predictor), max(bucket, 1))
   padded = pad_bottom_right(inputs, round_up(height, multiple), round_up(width, multiple))
   return predictor(padded, global_inputs)[:height, :width]
 
