@@ -102,6 +102,10 @@ def test_overwriting_an_input_needs_overwrite(grey_model, tmp_path):
   settings = restore.Settings(output_format="jpeg")
   with pytest.raises(ValueError, match="--overwrite"):
     restore.restore_files(grey_model, [str(source)], tmp_path, settings)
+  (tmp_path / "other").mkdir()
+  twin = _write_jpeg(tmp_path / "other" / "photo.jpg", _photo(32, 32))
+  with pytest.raises(ValueError, match="several inputs would be written"):
+    restore.restore_files(grey_model, [str(source), str(twin)], tmp_path / "out", restore.Settings())
   before = source.read_bytes()
   settings.overwrite = True
   restore.restore_files(grey_model, [str(source)], tmp_path, settings)
