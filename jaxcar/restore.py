@@ -12,6 +12,7 @@ run in overlapping tiles, so memory stays bounded. Unreadable or non-JPEG files 
 skipped; the others are restored.
 """
 
+import collections
 import dataclasses
 import functools
 import io
@@ -65,8 +66,7 @@ def plan_outputs(found, output_dir: Path, settings: Settings) -> list[tuple[Path
   if clobbered and not settings.overwrite:
     raise ValueError(f"the output would overwrite input file(s) {clobbered[:3]}; choose another --output or "
                      f"pass --overwrite")
-  targets = [out for _, out in pairs]
-  repeated = sorted({str(out) for out in targets if targets.count(out) > 1})
+  repeated = sorted(str(out) for out, count in collections.Counter(out for _, out in pairs).items() if count > 1)
   if repeated:
     raise ValueError(f"several inputs would be written to {repeated[:3]}; restore them into separate --output folders")
   return pairs
