@@ -83,7 +83,7 @@ def make_train_step(model, tx, loss_fn: Callable, mesh, ema_decay: float = 0.0):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(state.ema_params, params, ema_decay) if ema_decay > 0 else None
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
   return jax.jit(step, in_shardings=(replicated(mesh), batch_sharded(mesh)),

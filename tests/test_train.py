@@ -1,0 +1,150 @@
+"""End-to-end training: every config runs, loss falls, resume is exact, bad input is a one-line error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+import jax
+
+from jaxcar.training import checkpoint, config_flags, loop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny networks and patches: each config's real code path, in seconds on a shared 2-core CPU.
+TINY = {
+    "arcnn": [], "dacar3": [], "dacar4": [], "dacar5": [], "sacar6": [], "carcnn": ["batch_size=8"],
+    "restorer": ["data.patch_size=32"],
+    "nogan": ["data.patch_size=32", "nogan.generator_steps=1", "nogan.discriminator_steps=1",
+              "nogan.adversarial_steps=1", "nogan.perceptual_weight=1.0", "nogan.vgg19_weights=random",
+              "nogan.vgg19_last_index=3"],
+    "qcn": ["model.options.num_blocks=1", "model.options.features=8"],
+    "qgcn": ["model.options.num_blocks=2", "model.options.features=8"],
+}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+  """A folder of small smooth-plus-texture photos-like images (fast to cache and validate on)."""
+  folder = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(0)
+  for i in range(4):
+    y, x = np.mgrid[0:64, 0:64]
+    base = 128 + 60 * np.sin(x / (5 + i)) * np.cos(y / 7) + rng.normal(0, 10, (64, 64))
+    rgb = np.stack([base, base[::-1], base.T], -1)
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+  return folder
+
+
+def tiny_config(name, images, extra=()):
+  overrides = [f"data.source={images}", f"data.validation={images}", "data.num_workers=0", "batch_size=8",
+               "data.patch_size=16", "num_steps=1", "log_every=1", "eval_every=1", "checkpoint_every=1"]
+  return config_flags.load(f"{name}:small", overrides + TINY[name] + list(extra))
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_one_step_of_every_config(name, images, tmp_path):
+  metrics = loop.train_and_evaluate(tiny_config(name, images), tmp_path)
+  assert np.isfinite(metrics["validation_psnr"])
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert any("validation/psnr" in line for line in lines)
+  assert list((tmp_path / "samples").glob("validation_*.png"))
+  params = checkpoint.restore_params(tmp_path)
+  assert jax.tree_util.tree_leaves(params)
+
+
+def test_loss_decreases_on_the_embedded_photos(tmp_path):
+  config = config_flags.load("dacar4:small", ["num_steps=60", "log_every=10", "eval_every=60",
+                                              "checkpoint_every=60", "batch_size=8", "data.patch_size=32"])
+  loop.train_and_evaluate(config, tmp_path)
+  losses = [r["loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r]
+  assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _train_cli(workdir, overrides, images):
+  args = [f"--config.{o}" for o in [f"data.source={images}", f"data.validation={images}", "data.num_workers=0",
+                                     "batch_size=8", "data.patch_size=16", "log_every=1", "eval_every=1000",
+                                     *overrides]]
+  return [sys.executable, "-m", "jaxcar.train", "--config=dacar4:small", f"--workdir={workdir}", *args]
+
+
+def _wait_for(predicate, process, timeout=240):
+  start = time.time()
+  while not predicate():
+    assert process.poll() is None, process.communicate()
+    assert time.time() - start < timeout, "timed out"
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_then_resumed_equals_uninterrupted_bit_for_bit(kill, images, tmp_path):
+  total = 8
+  overrides = [f"num_steps={total}", "checkpoint_every=4"]
+  straight = tmp_path / "straight"
+  loop.train_and_evaluate(config_flags.load("dacar4:small", _overrides(images, overrides)), straight)
+
+  killed = tmp_path / "killed"
+  # A huge run so the kill lands mid-run; the resume below finishes at `total` steps.
+  process = subprocess.Popen(_train_cli(killed, ["num_steps=100000", "checkpoint_every=4"], images),
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for(lambda: (killed / "checkpoints" / "4" / "state").is_dir(), process)
+  process.send_signal(kill)
+  _, stderr = process.communicate(timeout=120)
+  if kill == signal.SIGTERM:
+    assert process.returncode == 0, stderr
+  saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and saved[-1] < total, saved
+
+  loop.train_and_evaluate(config_flags.load("dacar4:small", _overrides(images, overrides)), killed)
+  expected, resumed = checkpoint.restore_params(straight), checkpoint.restore_params(killed)
+  for a, b in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _overrides(images, extra):
+  return [f"data.source={images}", f"data.validation={images}", "data.num_workers=0", "batch_size=8",
+          "data.patch_size=16", "log_every=1", "eval_every=1000", *extra]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path):
+  config = config_flags.load("dacar4:small", _overrides(
+      images, ["num_steps=6", "checkpoint_every=1", "optimizer.name=sgd", "optimizer.learning_rate=1e30"]))
+  with pytest.raises(loop.NonFiniteLoss, match="last good checkpoint"):
+    loop.train_and_evaluate(config, tmp_path)
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and saved[-1] < 6
+
+
+def test_checkpoint_of_another_config_is_a_clear_error(images, tmp_path):
+  loop.train_and_evaluate(tiny_config("dacar4", images), tmp_path)
+  with pytest.raises(checkpoint.CheckpointMismatch, match="fresh --workdir"):
+    loop.train_and_evaluate(tiny_config("dacar3", images), tmp_path)
+
+
+def test_unwritable_workdir_and_missing_data_are_clear_errors(images, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(loop.WorkdirError, match="not writable"):
+    loop.train_and_evaluate(tiny_config("dacar4", images), blocker / "run")
+  with pytest.raises(FileNotFoundError, match="not found"):
+    loop.train_and_evaluate(tiny_config("dacar4", images, ["data.source=/no/such/folder"]), tmp_path / "run")
+
+
+def test_nogan_perceptual_loss_without_weights_is_a_clear_error(images, tmp_path):
+  config = tiny_config("nogan", images, ["nogan.vgg19_weights="])
+  with pytest.raises(ValueError, match="vgg19_weights"):
+    loop.train_and_evaluate(config, tmp_path)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "jaxcar.train", "--config=qcnn", f"--workdir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "did you mean" in result.stderr
