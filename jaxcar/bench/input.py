@@ -30,6 +30,7 @@ flags.DEFINE_integer("batch_size", 64, "per-process batch")
 flags.DEFINE_float("seconds", 10.0, "timed seconds per worker count")
 flags.DEFINE_integer("warmup_batches", 10, "untimed batches first")
 flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md")
+flags.DEFINE_bool("keep_freed_memory", True, "workers keep freed buffers on the heap (False: A/B of that choice)")
 flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (best of 5, one process)")
 
 
@@ -74,8 +75,6 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
   patch = np.ascontiguousarray(transforms.random_crop(image, settings.patch_size, (), rng))
   data = jpeg.compress(patch, 30, settings.subsampling)
   examples = [transforms.DegradePatch(settings).random_map(images[i % len(images)], rng) for i in range(64)]
-  batch = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
-  to_batch = transforms.ToModelBatch(settings)
   stages = [
       ("crop (view)", lambda: transforms.random_crop(image, settings.patch_size, (), rng), 1),
       ("dihedral + contiguous copy", lambda: np.ascontiguousarray(transforms.dihedral(patch, 5)), 1),
@@ -84,11 +83,28 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
       ("JPEG decode (Image.open)", lambda: jpeg.decode(data, data_config.color), 1),
       ("DQT tables", lambda: jpeg.quantization_tables(data), 1),
       ("DegradePatch (all of the above)", lambda: transforms.DegradePatch(settings).random_map(image, rng), 1),
-      ("ToModelBatch (per patch, batch of 64)", lambda: to_batch.map(batch), 64),
-      ("model_inputs one patch at a time", lambda: prepare.model_inputs(examples[0]["degraded"],
-                                                                        examples[0]["tables"], settings), 1),
+      ("batch + float inputs/maps/targets per batch (used)", lambda: _per_batch(examples, settings), 64),
+      ("same, converted per example then batched", lambda: _per_example(examples, settings), 64),
   ]
   return [(name, min(timeit.repeat(fn, number=100, repeat=5)) / 100 / per * 1e6) for name, fn, per in stages]
+
+
+def _glibc_defaults(worker_index: int = 0, worker_count: int = 1) -> None:
+  del worker_index, worker_count
+
+
+def _per_batch(examples, settings):
+  batch = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
+  return transforms.ToModelBatch(settings).map(batch)
+
+
+def _per_example(examples, settings):
+  converted = []
+  for example in examples:
+    inputs = prepare.model_inputs(example["degraded"], example["tables"], settings)
+    converted.append({**inputs, "targets": prepare.to_model_range(example["clean"], settings.value_range),
+                      "quality": example["quality"]})
+  return {key: np.stack([example[key] for example in converted]) for key in converted[0]}
 
 
 def main(argv):
@@ -101,6 +117,8 @@ def main(argv):
   data_config.quality_range = (1, 60)
   data_config.quantization_maps = FLAGS.quantization_maps
   data_config.value_range = "minus_one_one"
+  if not FLAGS.keep_freed_memory:
+    pipeline.keep_freed_memory = _glibc_defaults
   rows = []
   for workers in [int(w) for w in FLAGS.workers]:
     rate, cpu_rate = measure(data_config, workers)
@@ -119,7 +137,7 @@ def main(argv):
 def format_table(rows) -> str:
   command = "python -m jaxcar.bench input " + " ".join(
       f"--{name}={FLAGS[name].value}" for name in ("patch_size", "color", "quantization_maps", "batch_size",
-                                                   "seconds", "stages"))
+                                                   "seconds", "keep_freed_memory", "stages"))
   base_rate = rows[0][1] if rows and rows[0][0] == 0 else None
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   lines = [f"Input pipeline, {FLAGS.patch_size}x{FLAGS.patch_size} {FLAGS.color}, "

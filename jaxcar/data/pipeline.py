@@ -8,6 +8,8 @@ the batches do not depend on the worker count, and the iterator state (get_state
 grain.checkpoint.CheckpointSave inside an Orbax checkpoint) resumes at exactly the next batch.
 """
 
+import ctypes
+
 from absl import flags
 import grain
 import numpy as np
@@ -32,8 +34,25 @@ def train_iterator(data_config, *, batch_size: int, seed: int, process_index: in
       flags.FLAGS.mark_as_parsed()
     options = grain.MultiprocessingOptions(num_workers=workers,
                                            per_worker_buffer_size=data_config.prefetch_buffer_size)
-    dataset = dataset.mp_prefetch(options)
+    dataset = dataset.mp_prefetch(options, worker_init_fn=keep_freed_memory)
   return iter(dataset)
+
+
+def keep_freed_memory(worker_index: int = 0, worker_count: int = 1) -> None:
+  """Worker start-up: make glibc keep freed batch buffers for reuse instead of unmapping them.
+
+  Every batch allocates ~8 MB of fresh arrays; by default glibc maps and unmaps such blocks, so each
+  batch pays ~1,500 page faults. Keeping them on the heap measured ~25% more patches per CPU second
+  per worker (see BUILD_NOTES.md). A no-op where glibc is absent.
+  """
+  del worker_index, worker_count  # Grain's worker_init_fn signature
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+  except OSError:
+    return
+  m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+  libc.mallopt(m_mmap_threshold, 1 << 30)
+  libc.mallopt(m_trim_threshold, 1 << 30)
 
 
 def train_dataset(data_config, *, batch_size: int, seed: int, process_index: int | None = None,
