@@ -10,8 +10,8 @@ Every reader compares what it found with the parameter tree the model expects (b
 `jax.eval_shape`, so nothing is allocated) and stops at the first mismatch with a one-line error.
 """
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable
 
 import jax
 import numpy as np
@@ -33,7 +33,7 @@ def flatten(tree) -> dict[Path_, object]:
   """Nested dicts -> {path tuple: leaf}, keeping insertion order (for Flax params: creation order)."""
   flat = {}
   for key, value in tree.items():
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
       flat.update({(key,) + path: leaf for path, leaf in flatten(value).items()})
     else:
       flat[(key,)] = value
