@@ -31,7 +31,7 @@ flags.DEFINE_float("seconds", 10.0, "timed seconds per worker count")
 flags.DEFINE_integer("warmup_batches", 10, "untimed batches first")
 flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md")
 flags.DEFINE_bool("keep_freed_memory", True, "workers keep freed buffers on the heap (False: A/B of that choice)")
-flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (best of 5, one process)")
+flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (CPU time, median of 15 rounds)")
 
 
 def cpu_seconds() -> float:
@@ -67,7 +67,7 @@ def measure(data_config, workers: int) -> tuple[float, float]:
 
 
 def stage_costs(data_config) -> list[tuple[str, float]]:
-  """(stage, microseconds per patch), each the best of 5 repeats so other load on the machine matters less."""
+  """(stage, CPU microseconds per patch) for each step of making a patch, timed alone in this process."""
   settings = transforms.PairSettings.from_config(data_config)
   images = cache.decoded_images(data_config.source, data_config.color, data_config.cache_dir or None)
   rng = np.random.default_rng(0)
@@ -86,7 +86,13 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
       ("batch + float inputs/maps/targets per batch (used)", lambda: _per_batch(examples, settings), 64),
       ("same, converted per example then batched", lambda: _per_example(examples, settings), 64),
   ]
-  return [(name, min(timeit.repeat(fn, number=100, repeat=5)) / 100 / per * 1e6) for name, fn, per in stages]
+  return [(name, _cpu_microseconds(fn) / per) for name, fn, per in stages]
+
+
+def _cpu_microseconds(fn, number: int = 50, repeat: int = 15) -> float:
+  # CPU time, not wall time, and the median of several rounds: other jobs on the machine then
+  # change the answer little.
+  return float(np.median(timeit.repeat(fn, number=number, repeat=repeat, timer=time.process_time))) / number * 1e6
 
 
 def _glibc_defaults(worker_index: int = 0, worker_count: int = 1) -> None:
@@ -126,7 +132,7 @@ def main(argv):
     print(f"{workers} workers: {rate:,.0f} patches/s, {cpu_rate:,.0f} per CPU second", flush=True)
   table = format_table(rows)
   if FLAGS.stages:
-    table += "\n\n| stage | us per patch |\n|---|---|\n" + "\n".join(
+    table += "\n\n| stage | CPU us per patch |\n|---|---|\n" + "\n".join(
         f"| {name} | {cost:.0f} |" for name, cost in stage_costs(data_config))
   print(table)
   if FLAGS.record:
