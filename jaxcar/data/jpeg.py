@@ -10,6 +10,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from jaxcar.data import sources
+
 SUBSAMPLINGS = ("4:2:0", "4:4:4")
 
 # ZIGZAG[k] is the natural (row-major) position of the k-th coefficient stored in a DQT table.
@@ -35,11 +37,14 @@ def compress(image: np.ndarray, quality: int, subsampling: str = "4:2:0") -> byt
 
 
 def decode(data: bytes, color: str) -> np.ndarray:
-  """uint8 (H, W, 3) for "rgb" or (H, W, 1) for "grey" (a colour JPEG gives its decoded luma plane)."""
+  """uint8 (H, W, 3) for "rgb" or (H, W, 1) for "grey", by the rules of sources.load_image: a grey
+  JPEG keeps its values, a colour one becomes MATLAB's BT.601 luma (what grey models train on)."""
   with Image.open(io.BytesIO(data)) as image:
-    if color == "grey":
-      return np.asarray(image.convert("L") if image.mode != "L" else image)[..., None]
-    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+    if image.mode == "L":
+      pixels = np.asarray(image)[..., None]
+      return pixels if color == "grey" else np.repeat(pixels, 3, axis=-1)
+    rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+  return sources.rgb_to_luma(rgb) if color == "grey" else rgb
 
 
 def decode_known(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
