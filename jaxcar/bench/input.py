@@ -30,7 +30,8 @@ flags.DEFINE_integer("batch_size", 64, "per-process batch")
 flags.DEFINE_float("seconds", 10.0, "timed seconds per worker count")
 flags.DEFINE_integer("warmup_batches", 10, "untimed batches first")
 flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md")
-flags.DEFINE_bool("keep_freed_memory", True, "workers keep freed buffers on the heap (False: A/B of that choice)")
+flags.DEFINE_bool("keep_freed_memory", True,
+                  "workers keep freed buffers on the heap (False: an A/B of that choice)")
 flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (CPU time, median of 15 rounds)")
 
 
@@ -82,7 +83,8 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
       ("JPEG decode (decode_known)", lambda: jpeg.decode_known(data, patch.shape), 1),
       ("JPEG decode (Image.open)", lambda: jpeg.decode(data, data_config.color), 1),
       ("DQT tables", lambda: jpeg.quantization_tables(data), 1),
-      ("DegradePatch (all of the above)", lambda: transforms.DegradePatch(settings).random_map(image, rng), 1),
+      ("DegradePatch (all of the above)",
+       lambda: transforms.DegradePatch(settings).random_map(image, rng), 1),
       ("batch + float inputs/maps/targets per batch (used)", lambda: _per_batch(examples, settings), 64),
       ("same, converted per example then batched", lambda: _per_example(examples, settings), 64),
   ]
@@ -92,7 +94,8 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
 def _cpu_microseconds(fn, number: int = 50, repeat: int = 15) -> float:
   # CPU time, not wall time, and the median of several rounds: other jobs on the machine then
   # change the answer little.
-  return float(np.median(timeit.repeat(fn, number=number, repeat=repeat, timer=time.process_time))) / number * 1e6
+  rounds = timeit.repeat(fn, number=number, repeat=repeat, timer=time.process_time)
+  return float(np.median(rounds)) / number * 1e6
 
 
 def _glibc_defaults(worker_index: int = 0, worker_count: int = 1) -> None:

@@ -64,7 +64,8 @@ def train_dataset(data_config, *, batch_size: int, seed: int, process_index: int
   images = cache.decoded_images(data_config.source, data_config.color, data_config.get("cache_dir"))
   usable = large_enough(images, settings.crop_size)
   if len(usable) < process_count:
-    raise ValueError(f"{data_config.source}: {len(usable)} usable images cannot feed {process_count} processes")
+    raise ValueError(
+        f"{data_config.source}: {len(usable)} usable images cannot feed {process_count} processes")
   # Different processes hold different images but the same element indices: fold the process in so
   # their crops and qualities are not drawn in lockstep.
   process_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])

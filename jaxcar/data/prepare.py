@@ -82,7 +82,7 @@ def _stack_channels(parts: list[np.ndarray]) -> np.ndarray:
 
 def batch_quantization_maps(tables: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
   """(B, H, W, 1 or 2) maps for (B, n, 8, 8) tables (patch-sized maps come from jpeg's cache)."""
-  return np.stack([jpeg.quantization_maps(example_tables, height, width, channels) for example_tables in tables])
+  return np.stack([jpeg.quantization_maps(example, height, width, channels) for example in tables])
 
 
 def global_image(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray:
