@@ -83,15 +83,22 @@ def _wait_for(predicate, process, timeout=240):
     time.sleep(0.2)
 
 
-@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_then_resumed_equals_uninterrupted_bit_for_bit(kill, images, tmp_path):
-  total = 8
-  overrides = [f"num_steps={total}", "checkpoint_every=4"]
-  straight = tmp_path / "straight"
-  loop.train_and_evaluate(config_flags.load("dacar4:small", _overrides(images, overrides)), straight)
+RESUME_STEPS = 24  # well past the first checkpoint (4), so the kill lands before the end
+RESUME_OVERRIDES = [f"num_steps={RESUME_STEPS}", "checkpoint_every=4"]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(images, tmp_path_factory):
+  """Params after RESUME_STEPS steps in one go: the reference both kill tests must match."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  loop.train_and_evaluate(config_flags.load("dacar4:small", _overrides(images, RESUME_OVERRIDES)), workdir)
+  return checkpoint.restore_params(workdir)
+
+
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_then_resumed_equals_uninterrupted_bit_for_bit(kill, images, uninterrupted, tmp_path):
   killed = tmp_path / "killed"
-  # A huge run so the kill lands mid-run; the resume below finishes at `total` steps.
+  # A huge run so the kill lands mid-run; the resume below finishes at RESUME_STEPS steps.
   process = subprocess.Popen(_train_cli(killed, ["num_steps=100000", "checkpoint_every=4"], images),
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   _wait_for(lambda: (killed / "checkpoints" / "4" / "state").is_dir(), process)
@@ -100,11 +107,10 @@ def test_killed_then_resumed_equals_uninterrupted_bit_for_bit(kill, images, tmp_
   if kill == signal.SIGTERM:
     assert process.returncode == 0, stderr
   saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
-  assert saved and saved[-1] < total, saved
+  assert saved and saved[-1] < RESUME_STEPS, saved
 
-  loop.train_and_evaluate(config_flags.load("dacar4:small", _overrides(images, overrides)), killed)
-  expected, resumed = checkpoint.restore_params(straight), checkpoint.restore_params(killed)
-  for a, b in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(resumed)):
+  loop.train_and_evaluate(config_flags.load("dacar4:small", _overrides(images, RESUME_OVERRIDES)), killed)
+  for a, b in zip(jax.tree_util.tree_leaves(uninterrupted), jax.tree_util.tree_leaves(checkpoint.restore_params(killed))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -114,12 +120,15 @@ def _overrides(images, extra):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path):
-  config = config_flags.load("dacar4:small", _overrides(
-      images, ["num_steps=6", "checkpoint_every=1", "optimizer.name=sgd", "optimizer.learning_rate=1e30"]))
+  good = _overrides(images, ["num_steps=2", "checkpoint_every=1"])
+  loop.train_and_evaluate(config_flags.load("dacar4:small", good), tmp_path)
+  exploding = _overrides(images, ["num_steps=6", "checkpoint_every=1",
+                                  "optimizer.learning_rate=1e30"])
   with pytest.raises(loop.NonFiniteLoss, match="last good checkpoint"):
-    loop.train_and_evaluate(config, tmp_path)
+    loop.train_and_evaluate(config_flags.load("dacar4:small", exploding), tmp_path)
   saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-  assert saved and saved[-1] < 6
+  assert saved[-1] == 2
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(checkpoint.restore_params(tmp_path)))
 
 
 def test_checkpoint_of_another_config_is_a_clear_error(images, tmp_path):

@@ -43,7 +43,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   else:
     writers.log(f"resumed from the checkpoint at step {start_step} in {workdir}")
   checkpoint.write_config(workdir, config)
-  examples = validation.load(config.data, config.get("validation_limit", 0))
+  examples = validation.load(config.data)
   writer = writers.RunWriter(workdir)
   stop = distributed.StopRequest().install()
   try:
@@ -112,11 +112,11 @@ def _train_iterator(config):
 
 
 def _check_batch(config):
-  devices, processes = jax.device_count(), jax.process_count()
+  # Every device gets the same share, and every process loads its own devices' shares.
+  devices = jax.device_count()
   if config.batch_size % devices:
     raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {devices} devices; "
                      f"set --config.batch_size={max(devices, config.batch_size // devices * devices)}")
-  del processes
 
 
 def _prepare_workdir(workdir):

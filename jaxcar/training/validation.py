@@ -26,13 +26,11 @@ class Example:
   inputs: dict           # model inputs, padded: {"inputs": (1, H', W', C_in)[, "global_inputs": ...]}
 
 
-def load(data_config, limit: int = 0) -> list[Example]:
+def load(data_config) -> list[Example]:
   """The validation images of `data_config.validation` ("embedded" or a folder / .txt list)."""
   paths = sources.list_images(data_config.validation)
   if data_config.validation == "embedded":
     paths = paths[-EMBEDDED_COUNT:]
-  if limit:
-    paths = paths[:limit]
   return [_example(p, data_config) for p in paths]
 
 
