@@ -32,6 +32,8 @@ def parse_flags(argv):
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; progress lines are printed
   if not _WORKDIR.value:
     sys.exit("error: --workdir is required (a folder for checkpoints and metrics; rerun to resume)")
   from jaxcar.training import distributed, loop  # pylint: disable=import-outside-toplevel

@@ -3,7 +3,7 @@
 import pytest
 
 from jaxcar import models
-from jaxcar.training import config_flags
+from jaxcar.training import config_flags, optim
 
 NETWORK_CONFIGS = ["arcnn", "dacar3", "dacar4", "dacar5", "sacar6", "carcnn", "restorer", "nogan", "qcn", "qgcn"]
 
@@ -54,3 +54,21 @@ def test_mistakes_are_one_line_errors(spec, overrides, message):
   with pytest.raises(config_flags.ConfigError) as error:
     config_flags.load(spec, overrides)
   assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_dacar_epoch_schedule_in_steps():
+  config = config_flags.load("dacar3")
+  schedule = optim.schedule(config.optimizer, config.num_steps)
+  first, every = config.optimizer.decay_start, config.optimizer.decay_steps
+  expected = {0: 2e-3, first - 1: 2e-3, first: 2e-4, first + every - 1: 2e-4, first + every: 2e-5,
+              first + 2 * every: 2e-6, config.num_steps - 1: 2e-6}
+  for step, lr in expected.items():
+    assert float(schedule(step)) == pytest.approx(lr, rel=1e-6), step
+
+
+def test_restorer_halving_quirk():
+  config = config_flags.load("restorer")
+  schedule = optim.schedule(config.optimizer, config.num_steps)
+  epoch = config.optimizer.decay_steps
+  for k in (0, 1, 18, 19, 20, 21, 39, 40, 99):
+    assert float(schedule(k * epoch)) == pytest.approx(5e-4 * 0.5 ** (k - k // 20), rel=1e-6), k

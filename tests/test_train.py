@@ -19,12 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny networks and patches: each config's real code path, in seconds on a shared 2-core CPU.
 TINY = {
-    "arcnn": [], "dacar3": [], "dacar4": [], "dacar5": [], "sacar6": [], "carcnn": ["batch_size=8"],
+    # Options beyond each recipe ride along here: EMA, gradient clipping, bf16 compute.
+    "arcnn": [], "dacar3": [], "dacar4": [], "dacar5": ["ema_decay=0.9"], "sacar6": ["optimizer.grad_clip_norm=1.0"],
+    "carcnn": ["batch_size=8"],
     "restorer": ["data.patch_size=32"],
     "nogan": ["data.patch_size=32", "nogan.generator_steps=1", "nogan.discriminator_steps=1",
               "nogan.adversarial_steps=1", "nogan.perceptual_weight=1.0", "nogan.vgg19_weights=random",
               "nogan.vgg19_last_index=3"],
-    "qcn": ["model.options.num_blocks=1", "model.options.features=8"],
+    "qcn": ["model.options.num_blocks=1", "model.options.features=8", "model.options.dtype=bfloat16"],
     "qgcn": ["model.options.num_blocks=2", "model.options.features=8"],
 }
 
