@@ -10,7 +10,7 @@ import torch
 
 import jaxcar.models
 from jaxcar import convert
-from jaxcar.convert import ConversionError, keras, pytorch
+from jaxcar.convert import ConversionError, pytorch
 
 import torch_twins
 

@@ -48,7 +48,7 @@ def to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
 
 
 def _torch_shape(leaf: str, shape: tuple) -> tuple:
-  return to_torch_layout(leaf, np.empty(shape, np.float32)).shape
+  return to_torch_layout(leaf, np.broadcast_to(np.float32(0), shape)).shape  # a view: nothing allocated
 
 
 def flax_to_state_dict(params) -> dict[str, np.ndarray]:
