@@ -170,6 +170,13 @@ def test_pickled_module_is_refused(tmp_path):
   _assert_one_line(error, "weights_only", "state_dict()")
 
 
+def test_unreadable_safetensors_is_one_line(tmp_path):
+  (tmp_path / "w.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+  with pytest.raises(ConversionError) as error:
+    convert.load_params(tmp_path / "w.safetensors", "arcnn")
+  _assert_one_line(error, "w.safetensors")
+
+
 def test_torchvision_vgg19_file_with_classifier_loads(tmp_path):
   twin = torch_twins.VGG19Features()
   state_dict = dict(twin.state_dict())
@@ -243,6 +250,16 @@ def test_keras_wrong_shape(tmp_path):
   with pytest.raises(ConversionError) as error:
     convert.load_params(tmp_path / "w.h5", "dacar4")  # as many layers, but 32 features where 64 belong
   _assert_one_line(error, "conv2d_1/kernel -> conv1/kernel", "(9, 9, 1, 32)", "(9, 9, 1, 64)")
+
+
+def test_keras_incomplete_file(tmp_path):
+  params = _random_params(jaxcar.models.create("dacar3"))
+  _write_keras_h5(tmp_path / "w.h5", _keras_layers(params, 4), "2.0.5")
+  with h5py.File(tmp_path / "w.h5", "a") as file:
+    del file["model_weights/conv2d_5/conv2d_5/bias:0"]
+  with pytest.raises(ConversionError) as error:
+    convert.load_params(tmp_path / "w.h5", "dacar3")
+  _assert_one_line(error, "w.h5", "incomplete")
 
 
 def test_keras_not_hdf5(tmp_path):

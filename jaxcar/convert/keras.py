@@ -38,6 +38,8 @@ def read_layers(path) -> list[Layer]:
       return layers
   except OSError as error:
     raise ConversionError(f"{path}: cannot be read as HDF5 ({error})") from None
+  except KeyError as error:  # a layer or weight listed in the attributes but absent
+    raise ConversionError(f"{path}: incomplete Keras weights file, {error}") from None
 
 
 def _short_name(weight_name: str) -> str:

@@ -94,7 +94,10 @@ def read_state_dict(path) -> dict:
     raise FileNotFoundError(f"{path}: no such PyTorch weights file")
   if path.suffix.lower() == ".safetensors":
     import safetensors.numpy
-    return safetensors.numpy.load_file(str(path))
+    try:
+      return safetensors.numpy.load_file(str(path))
+    except Exception as error:  # header, dtype (e.g. bfloat16) or truncation problems
+      raise ConversionError(f"{path}: not a readable float safetensors file ({error})") from None
   import torch  # only needed to read .pth files
   try:
     loaded = torch.load(path, map_location="cpu", weights_only=True)
