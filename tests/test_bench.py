@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcar import models, platform
+from jaxcar import models
 from jaxcar.bench import common, restore, step, torch_models
 
 
@@ -63,15 +63,3 @@ def test_restore_benchmark_smoke(capsys):
 def test_restore_rejects_a_malformed_size():
   with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
     restore.parse_size("768by512")
-
-
-def test_user_xla_flags_win_over_defaults():
-  merged = platform.merged_flags("--xla_foo=1", {"--xla_foo": "2", "--xla_bar": "3"})
-  assert merged == "--xla_foo=1 --xla_bar=3"
-
-
-def test_cpu_detection_follows_jax_platforms(monkeypatch):
-  monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
-  assert not platform.will_run_on_cpu()
-  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  assert platform.will_run_on_cpu()

@@ -20,8 +20,9 @@ import numpy as np
 NOTES = Path(__file__).resolve().parents[2] / "BUILD_NOTES.md"
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-  """Median seconds per call of each contender, timed in rotating round-robin order."""
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                statistic: Callable = np.median) -> dict[str, float]:
+  """Seconds per call of each contender (median over rounds), timed in rotating round-robin order."""
   names = list(contenders)
   for name in names:
     for _ in range(warmup):
@@ -33,14 +34,15 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmu
       start = time.perf_counter()
       contenders[name]()
       times[name].append(time.perf_counter() - start)
-  return {name: float(np.median(t)) for name, t in times.items()}
+  return {name: float(statistic(t)) for name, t in times.items()}
 
 
 def matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> float:
   """The best GFLOP/s a plain square matmul reaches here, JAX or PyTorch, in `dtype`.
 
   bfloat16 inputs accumulate in float32 (what both frameworks' convolutions do), so the peak is the
-  one a bf16 training step could at best approach. It is the denominator of the reported MFU.
+  one a bf16 training step could at best approach. It is the denominator of the reported MFU, so it
+  takes the fastest call, not the median: on a loaded machine a median peak understates the hardware.
   """
   import jax
   import jax.numpy as jnp
@@ -53,7 +55,7 @@ def matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> float:
   torch_dtype = getattr(torch, dtype)
   t = torch.ones(size, size, dtype=torch_dtype)
   seconds = interleaved({"jax": lambda: jax_mm(a, a).block_until_ready(), "torch": lambda: torch.mm(t, t)},
-                        repeats)
+                        repeats, statistic=np.min)
   return flops / min(seconds.values()) / 1e9
 
 
@@ -96,16 +98,32 @@ def _resident_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def cpu_count() -> int:
+  """Cores this process may run on (its affinity mask, not the host's total): PyTorch's thread count."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
   lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
   lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
   return "\n".join(lines)
 
 
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as info:
+      return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
   import jax
   import torch
-  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
+  return (f"{cpu_model()}, {cpu_count()} cores, jax {jax.__version__} "
           f"({jax.default_backend()}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from absl import flags
 
-from jaxcar import inference, models, platform
+from jaxcar import inference, models
 from jaxcar.bench import common, torch_models
 
 FLAGS = flags.FlagValues()  # own flag set: several benchmarks can be imported in one process
@@ -94,7 +94,7 @@ def measure(name: str, dtype: str, height: int, width: int) -> list:
 
 def main(argv):
   FLAGS(argv)
-  torch.set_num_threads(FLAGS.torch_threads or platform.cpu_count())
+  torch.set_num_threads(FLAGS.torch_threads or common.cpu_count())
   sizes = [parse_size(s) for s in FLAGS.sizes]
   rows = [measure(name, dtype, h, w) for dtype in FLAGS.dtypes for name in FLAGS.models for h, w in sizes]
   headers = ["network", "dtype", "image", "JAX MP/s", "JAX peak MiB", "PyTorch MP/s", "PyTorch peak MiB",

@@ -17,7 +17,7 @@ import optax
 import torch
 from absl import flags
 
-from jaxcar import models, platform
+from jaxcar import models
 from jaxcar.bench import common, torch_models
 from jaxcar.training import losses, steps
 
@@ -123,7 +123,7 @@ def main(argv):
   FLAGS(argv)
   if FLAGS.batch_size % jax.device_count():
     raise SystemExit(f"--batch_size={FLAGS.batch_size} must be a multiple of the {jax.device_count()} devices")
-  torch.set_num_threads(FLAGS.torch_threads or platform.cpu_count())
+  torch.set_num_threads(FLAGS.torch_threads or common.cpu_count())
   names = models.names() if FLAGS.models == ["all"] else FLAGS.models
   rows, peaks = [], {}
   for dtype in FLAGS.dtypes:
