@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import skimage.data
+import skimage.transform
 from PIL import Image
 
 from configs import base
@@ -49,3 +50,11 @@ def test_value_ranges_round_trip(value_range):
   low, high = {"zero_one": (0, 1), "minus_one_one": (-1, 1), "zero_255": (0, 255)}[value_range]
   assert model.dtype == np.float32 and model[0] == low and model[-1] == pytest.approx(high)
   np.testing.assert_allclose(prepare.from_model_range(model, value_range) * 255, pixels, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (64, 64, 1), (40, 56, 3), (112, 112, 1), (300, 200, 3),
+                                   (100, 130, 1)])
+def test_global_image_is_skimages_bicubic_resize(shape):
+  image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+  expected = skimage.transform.resize(image, (112, 112), order=3) * 2.0 - 1.0
+  np.testing.assert_allclose(prepare.global_image(image, 112, "minus_one_one"), expected, rtol=0, atol=1e-6)

@@ -12,6 +12,7 @@ import timeit
 from pathlib import Path
 
 import numpy as np
+import skimage.transform
 
 from absl import app, flags
 
@@ -26,6 +27,7 @@ flags.DEFINE_list("workers", ["0", "1", "2"], "worker counts to measure")
 flags.DEFINE_integer("patch_size", 64, "patch side")
 flags.DEFINE_enum("color", "rgb", ["rgb", "grey"], "colour mode")
 flags.DEFINE_bool("quantization_maps", True, "append quantization maps (QCN inputs)")
+flags.DEFINE_integer("global_size", 0, "also make QGCN's global image of this side (0: none)")
 flags.DEFINE_integer("batch_size", 64, "per-process batch")
 flags.DEFINE_float("seconds", 10.0, "timed seconds per worker count")
 flags.DEFINE_integer("warmup_batches", 10, "untimed batches first")
@@ -88,6 +90,13 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
       ("batch + float inputs/maps/targets per batch (used)", lambda: _per_batch(examples, settings), 64),
       ("same, converted per example then batched", lambda: _per_example(examples, settings), 64),
   ]
+  if settings.global_size:
+    size = settings.global_size
+    stages += [
+        ("global image (prepare.global_image)", lambda: prepare.global_image(patch, size, "zero_one"), 1),
+        ("global image (skimage resize itself)",
+         lambda: skimage.transform.resize(patch, (size, size), order=3), 1),
+    ]
   return [(name, _cpu_microseconds(fn) / per) for name, fn, per in stages]
 
 
@@ -126,6 +135,7 @@ def main(argv):
   data_config.quality_range = (1, 60)
   data_config.quantization_maps = FLAGS.quantization_maps
   data_config.value_range = "minus_one_one"
+  data_config.global_size = FLAGS.global_size
   if not FLAGS.keep_freed_memory:
     pipeline.keep_freed_memory = _glibc_defaults
   rows = []
@@ -145,12 +155,13 @@ def main(argv):
 
 def format_table(rows) -> str:
   command = "python -m jaxcar.bench input " + " ".join(
-      f"--{name}={FLAGS[name].value}" for name in ("patch_size", "color", "quantization_maps", "batch_size",
-                                                   "seconds", "keep_freed_memory", "stages"))
+      f"--{name}={FLAGS[name].value}" for name in ("patch_size", "color", "quantization_maps", "global_size",
+                                                   "batch_size", "seconds", "keep_freed_memory", "stages"))
   base_rate = rows[0][1] if rows and rows[0][0] == 0 else None
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  machine = platform.processor() or platform.machine()
   lines = [f"Input pipeline, {FLAGS.patch_size}x{FLAGS.patch_size} {FLAGS.color}, "
-           f"maps={FLAGS.quantization_maps}, q in [1, 60], on {platform.processor() or platform.machine()} "
+           f"maps={FLAGS.quantization_maps}, global={FLAGS.global_size}, q in [1, 60], on {machine} "
            f"({os.cpu_count()} cores, load average {load:.1f} at the end): `{command}`", "",
            "| workers | patches/s (wall) | vs 0 workers | patches per CPU second |", "|---|---|---|---|"]
   for workers, rate, cpu_rate in rows:
