@@ -72,7 +72,8 @@ def read_config(workdir) -> ml_collections.ConfigDict:
 def restore_params(workdir, config: ml_collections.ConfigDict | None = None, step: int | None = None):
   """The restoring network's parameters (EMA when the run kept one) at `step` (default: latest).
 
-  Needs no optimizer or model: the state is read as saved. For NoGAN it is the generator's.
+  Needs no optimizer or model: the state is read as saved, so `config` is not needed either (accepted
+  so callers can pass what they have). For NoGAN it is the generator's.
   """
   directory = epath.Path(workdir) / CHECKPOINT_DIR
   mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))

@@ -9,6 +9,7 @@ import signal
 import threading
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 DISTRIBUTED_ENV = "JAXCAR_DISTRIBUTED"
@@ -30,10 +31,10 @@ def is_main() -> bool:
 
 
 class StopRequest:
-  """Set by SIGTERM/SIGINT; `agreed(step)` is True on every process at the same step once any is set.
+  """Set by SIGTERM/SIGINT; `agreed()` is True on every process at the same step once any is set.
 
-  Single process: the flag itself. Several: JAX's preemption sync point (which the coordination
-  service raises on all processes at one step), or'ed with the local flag gathered from every process.
+  Single process: the flag itself. Several: the flags of all processes gathered and or'ed, so all
+  of them stop (and save) together; the loop calls it at the same steps on every process.
   """
 
   def __init__(self):
@@ -55,9 +56,8 @@ class StopRequest:
   def _handle(self, signum, frame):
     self._event.set()
 
-  def agreed(self, step: int) -> bool:
+  def agreed(self) -> bool:
     if jax.process_count() == 1:
       return self._event.is_set()
-    local = self._event.is_set()
-    flags = multihost_utils.process_allgather(jax.numpy.asarray(local))
-    return bool(flags.any())
+    flags = multihost_utils.process_allgather(np.asarray(self._event.is_set()))
+    return bool(np.any(flags))

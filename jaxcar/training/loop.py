@@ -65,7 +65,7 @@ def _run(config, trainer, state, step, iterator, mngr, examples, writer, stop, m
     step += 1
     pending.append(metrics)
     at_end = step == config.num_steps
-    stopping = step % stop_every == 0 and stop.agreed(step)
+    stopping = step % stop_every == 0 and stop.agreed()
     if step % config.log_every == 0 or at_end or stopping or mngr.should_save(step):
       last = _log(step, pending, progress, writer)
       pending = []
