@@ -37,7 +37,7 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmu
   return {name: float(statistic(t)) for name, t in times.items()}
 
 
-def matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype: str, size: int = 2048, repeats: int = 10) -> float:
   """The best GFLOP/s a plain square matmul reaches here, JAX or PyTorch, in `dtype`.
 
   bfloat16 inputs accumulate in float32 (what both frameworks' convolutions do), so the peak is the
