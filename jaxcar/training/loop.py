@@ -43,7 +43,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   else:
     writers.log(f"resumed from the checkpoint at step {start_step} in {workdir}")
   checkpoint.write_config(workdir, config)
-  examples = validation.load(config.data)
+  examples = validation.load(config.data, trainer.size_multiple)
   writer = writers.RunWriter(workdir)
   stop = distributed.StopRequest().install()
   try:

@@ -42,6 +42,7 @@ class NoGANTrainer:
       raise ValueError(f"nogan.fakes must be one of {FAKES}, got {self.nogan.fakes!r}")
     self.boundaries = (self.nogan.generator_steps, self.nogan.generator_steps + self.nogan.discriminator_steps)
     self.generator = models.create(config.model.name, **config.model.options)
+    self.size_multiple = 1  # the generator is all stride-1 convolutions
     self.discriminator = models.create("nogan_discriminator", logits=True, **self.nogan.discriminator)
     self.tx = {phase: self._adam(self.nogan[f"{phase}_learning_rate"]) for phase in PHASES}
     self.perceptual = self._perceptual_loss()

@@ -4,6 +4,7 @@ import jax
 import ml_collections
 
 from jaxcar import models
+from jaxcar.models import qcn
 from jaxcar.training import losses, optim, steps
 
 
@@ -13,6 +14,8 @@ class SupervisedTrainer:
   def __init__(self, config: ml_collections.ConfigDict, mesh):
     self.config, self.mesh = config, mesh
     self.model = models.create(config.model.name, **config.model.options)
+    # QCN/QGCN downsample by 2 once, so whole images must have even sizes; the others take any size.
+    self.size_multiple = 2 if isinstance(self.model, (qcn.QCN, qcn.QGCN)) else 1
     self.tx = optim.optimizer(config.optimizer, config.num_steps)
     self._step = steps.make_train_step(self.model, self.tx, losses.pixel_loss(config.loss), mesh,
                                        config.ema_decay)
