@@ -30,7 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_workers = 2          # Grain worker processes (0 = in the main process)
   config.data.prefetch_buffer_size = 2
   config.data.cache_dir = ""           # decoded-image cache; "" = $JAXCAR_CACHE or ~/.cache/jaxcar/decoded
-  config.data.validation = "embedded"  # held-out images for periodic PSNR: "embedded" or a folder
+  config.data.validation = "embedded:validation"  # held-out images for periodic PSNR: the two embedded
+                                                 # photos "embedded" leaves out, a folder or a .txt list
   config.data.validation_quality = 10
 
   # --- optimisation ---

@@ -42,14 +42,15 @@ class Settings:
   save_images: bool = False
 
 
-def resolve_dataset(dataset: str, shared: str | None = None) -> Path:
-  """A known name (live1_color, live1_gray, classic5) under the shared folder, or a folder path."""
+def resolve_dataset(dataset: str, shared: str | None = None) -> str:
+  """A known name (live1_color, live1_gray, classic5) under the shared folder, an embedded source
+  ("embedded:validation": the photos training leaves out), a folder or a .txt list."""
   if dataset.lower() in DATASETS:
-    return paths.require_shared(DATASETS[dataset.lower()], shared)
-  folder = Path(dataset).expanduser()
-  if not folder.is_dir():
-    raise FileNotFoundError(f"dataset {dataset!r} is neither a folder nor one of {sorted(DATASETS)}")
-  return folder
+    return str(paths.require_shared(DATASETS[dataset.lower()], shared))
+  if dataset in sources.EMBEDDED_SOURCES or Path(dataset).expanduser().is_dir() or dataset.endswith(".txt"):
+    return dataset
+  raise FileNotFoundError(f"dataset {dataset!r} is neither a folder, a .txt list, "
+                          f"one of {sorted(sources.EMBEDDED_SOURCES)} nor one of {sorted(DATASETS)}")
 
 
 def restore(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np.ndarray, settings: Settings) -> np.ndarray:
@@ -158,8 +159,7 @@ def main(argv):
                       ssim_window=FLAGS.ssim_window, bucket=FLAGS.bucket, save_images=FLAGS.save_images)
   if settings.ssim_window not in metrics.SSIM_WINDOWS:
     raise ValueError(f"--ssim_window must be one of {list(metrics.SSIM_WINDOWS)}")
-  folder = resolve_dataset(FLAGS.dataset, FLAGS.shared)
-  image_paths = sources.list_images(folder)[:FLAGS.limit or None]
+  image_paths = sources.list_images(resolve_dataset(FLAGS.dataset, FLAGS.shared))[:FLAGS.limit or None]
   loaded = inference.load_model_from_flags()
   output_dir = Path(FLAGS.output_dir)
   rows = evaluate(loaded, image_paths, settings, output_dir / "images" if settings.save_images else None)
@@ -174,7 +174,8 @@ def main(argv):
 def define_flags() -> None:
   """The CLI's flags; defined on demand because the three CLIs share names (--config, --weights)."""
   inference.define_model_flags()
-  flags.DEFINE_string("dataset", None, f"A folder of ground-truth images or one of {sorted(DATASETS)}.")
+  flags.DEFINE_string("dataset", None, "A folder or .txt list of ground-truth images, "
+                      f"'embedded:validation', or one of {sorted(DATASETS)}.")
   flags.DEFINE_list("qualities", ["10", "20", "30", "40"], "JPEG qualities to evaluate.")
   flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (x8 slower).")
   flags.DEFINE_enum("ssim_window", "uniform", list(metrics.SSIM_WINDOWS),

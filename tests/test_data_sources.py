@@ -31,6 +31,11 @@ def test_embedded_source_is_the_bundled_photographs():
   assert sources.load_image(paths[0], "rgb").shape[-1] == 3
 
 
+def test_embedded_validation_photos_are_held_out_of_training():
+  held_out = sources.list_images("embedded:validation")
+  assert len(held_out) == 2 and not set(held_out) & set(sources.list_images("embedded"))
+
+
 def test_folder_is_recursive_sorted_and_ignores_other_files(tmp_path):
   for name in ["b/2.png", "a.bmp", "b/1.tif", "c/d/3.webp", "e.JPG"]:
     save(tmp_path / name, photo())

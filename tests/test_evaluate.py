@@ -92,7 +92,7 @@ def test_folder_dataset_scores_jpeg_and_skips_unreadable_files(tmp_path):
 
 
 def test_unknown_dataset_is_one_line_error():
-  with pytest.raises(FileNotFoundError, match="neither a folder nor one of"):
+  with pytest.raises(FileNotFoundError, match="neither a folder"):
     evaluate.resolve_dataset("live2")
 
 

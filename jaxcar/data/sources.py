@@ -1,7 +1,7 @@
 """Where ground-truth images come from and how one file becomes a clean uint8 array.
 
 A source is "embedded" (real photographs bundled inside scikit-image, so a new user can train without
-downloading anything), a folder (searched recursively, sorted), or a .txt file listing one image path
+downloading anything; "embedded:validation" is the two of them held out from training), a folder (searched recursively, sorted), or a .txt file listing one image path
 per line (relative paths are taken from the list's folder).
 """
 
@@ -18,6 +18,12 @@ COLORS = ("rgb", "grey")
 EMBEDDED_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
                    "grass.png", "gravel.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png",
                    "rocket.jpg")
+# Held out of "embedded" for validation. Not motorcycle_right: it is the stereo twin of motorcycle_left.
+EMBEDDED_VALIDATION = ("coffee.png", "rocket.jpg")
+EMBEDDED_SOURCES = {
+    "embedded": tuple(name for name in EMBEDDED_PHOTOS if name not in EMBEDDED_VALIDATION),
+    "embedded:validation": EMBEDDED_VALIDATION,
+}
 
 # Transparent pixels are composited over this background; white is what viewers show for a page.
 ALPHA_BACKGROUND = 255
@@ -29,8 +35,8 @@ class ImageError(ValueError):
 
 def list_images(source: str | Path) -> list[str]:
   """Image paths of a source, sorted and deterministic; a clear error if it holds none."""
-  if str(source) == "embedded":
-    return _embedded_paths()
+  if str(source) in EMBEDDED_SOURCES:
+    return _embedded_paths(EMBEDDED_SOURCES[str(source)])
   path = Path(source).expanduser()
   if path.is_dir():
     found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -39,13 +45,13 @@ def list_images(source: str | Path) -> list[str]:
     return found
   if path.is_file() and path.suffix.lower() == ".txt":
     return _listed_paths(path)
-  raise FileNotFoundError(f"image source {source} not found: give 'embedded', a folder or a .txt list")
+  raise FileNotFoundError(f"image source {source} not found: give {' or '.join(map(repr, EMBEDDED_SOURCES))}, a folder or a .txt list")
 
 
-def _embedded_paths() -> list[str]:
+def _embedded_paths(names) -> list[str]:
   import skimage.data  # pylint: disable=import-outside-toplevel  (only this source needs it)
   folder = Path(skimage.data.__file__).parent
-  return [str(folder / name) for name in EMBEDDED_PHOTOS if (folder / name).is_file()]
+  return [str(folder / name) for name in names if (folder / name).is_file()]
 
 
 def _listed_paths(list_file: Path) -> list[str]:

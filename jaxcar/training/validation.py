@@ -16,7 +16,6 @@ from PIL import Image
 from jaxcar import inference, metrics
 from jaxcar.data import jpeg, prepare, sources
 
-EMBEDDED_COUNT = 2  # "embedded" validates on the last two bundled photographs
 
 
 @dataclasses.dataclass
@@ -28,11 +27,9 @@ class Example:
 
 
 def load(data_config, size_multiple: int = 1) -> list[Example]:
-  """The validation images of `data_config.validation` ("embedded" or a folder / .txt list), padded
+  """The validation images of `data_config.validation` (a source, see `sources.list_images`), padded
   to a multiple of `size_multiple`."""
   paths = sources.list_images(data_config.validation)
-  if data_config.validation == "embedded":
-    paths = paths[-EMBEDDED_COUNT:]
   return [_example(p, data_config, size_multiple) for p in paths]
 
 
