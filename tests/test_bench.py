@@ -6,6 +6,7 @@ import pytest
 
 from jaxcar import models
 from jaxcar.bench import common, restore, step, torch_models
+from jaxcar.bench import input as input_bench
 
 
 def test_interleaved_runs_every_contender_in_rotation():
@@ -63,3 +64,12 @@ def test_restore_benchmark_smoke(capsys):
 def test_restore_rejects_a_malformed_size():
   with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
     restore.parse_size("768by512")
+
+
+def test_input_benchmark_smoke_with_training_input_wait(capsys):
+  input_bench.main(["input", "--source=embedded", "--workers=0", "--seconds=0.5", "--warmup_batches=1",
+                    "--batch_size=8", "--patch_size=32", "--train_config=dacar4:small", "--train_steps=20"])
+  out = capsys.readouterr().out
+  assert "| 0 |" in out and "input wait" in out
+  wait = float(out.split("| input wait |")[1].split("| 0 |")[1].split("%")[0])
+  assert 0.0 <= wait <= 100.0

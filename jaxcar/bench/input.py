@@ -4,9 +4,11 @@ Times whole batches after a warm-up (which also absorbs worker start-up and the 
 build), so the number is the steady rate a training loop would see.
 """
 
+import json
 import multiprocessing
 import os
 import platform
+import tempfile
 import time
 import timeit
 from pathlib import Path
@@ -35,6 +37,11 @@ flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md")
 flags.DEFINE_bool("keep_freed_memory", True,
                   "workers keep freed buffers on the heap (False: an A/B of that choice)")
 flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (CPU time, median of 15 rounds)")
+flags.DEFINE_string("train_config", "", "also train this config (e.g. qcn:small) on the same source for "
+                    "--train_steps with each worker count, and report the share of wall time the training "
+                    "loop waited for input")
+flags.DEFINE_integer("train_steps", 60, "steps of each --train_config run (the first 10, with compilation, "
+                     "are not counted)")
 
 
 def cpu_seconds() -> float:
@@ -67,6 +74,19 @@ def measure(data_config, workers: int) -> tuple[float, float]:
   rates = patches / (time.perf_counter() - start), patches / (cpu_seconds() - cpu_start)
   iterator.close()  # stops its worker processes before the next count starts its own
   return rates
+
+
+def training_input_wait(source: str, workers: int) -> float:
+  """Share of wall time a real `train_and_evaluate` run spent blocked on input, after its first 10 steps."""
+  from jaxcar.training import config_flags, loop, writers  # pylint: disable=import-outside-toplevel
+  overrides = [f"data.source={source}", f"data.num_workers={workers}", f"num_steps={FLAGS.train_steps}",
+               "log_every=10", f"checkpoint_every={FLAGS.train_steps}", f"eval_every={FLAGS.train_steps}"]
+  config = config_flags.load(FLAGS.train_config, overrides)
+  with tempfile.TemporaryDirectory() as workdir:
+    loop.train_and_evaluate(config, workdir)
+    records = [json.loads(line) for line in (Path(workdir) / writers.METRICS_FILE).read_text().splitlines()]
+  waits = [r["input_wait_fraction"] for r in records if "input_wait_fraction" in r and r["step"] > 10]
+  return float(np.mean(waits))
 
 
 def stage_costs(data_config) -> list[tuple[str, float]]:
@@ -126,8 +146,7 @@ def _per_example(examples, settings):
 
 
 def main(argv):
-  if not FLAGS.is_parsed():  # called by jaxcar.bench.__main__ rather than app.run
-    FLAGS(argv)
+  FLAGS(argv)  # called by jaxcar.bench.__main__ (or a test) rather than app.run
   data_config = base.get_config().data
   data_config.source = FLAGS.source or str(paths.require_shared("data/train", FLAGS.shared))
   data_config.color = FLAGS.color
@@ -144,6 +163,11 @@ def main(argv):
     rows.append((workers, rate, cpu_rate))
     print(f"{workers} workers: {rate:,.0f} patches/s, {cpu_rate:,.0f} per CPU second", flush=True)
   table = format_table(rows)
+  if FLAGS.train_config:
+    table += (f"\n\nTraining `{FLAGS.train_config}` on the same source, {FLAGS.train_steps} steps: share of wall "
+              "time the loop waited for input\n\n| workers | input wait |\n|---|---|\n")
+    table += "\n".join(f"| {workers} | {training_input_wait(data_config.source, workers):.1%} |"
+                       for workers, _, _ in rows)
   if FLAGS.stages:
     table += "\n\n| stage | CPU us per patch |\n|---|---|\n" + "\n".join(
         f"| {name} | {cost:.0f} |" for name, cost in stage_costs(data_config))
@@ -156,7 +180,8 @@ def main(argv):
 def format_table(rows) -> str:
   command = "python -m jaxcar.bench input " + " ".join(
       f"--{name}={FLAGS[name].value}" for name in ("patch_size", "color", "quantization_maps", "global_size",
-                                                   "batch_size", "seconds", "keep_freed_memory", "stages"))
+                                                   "batch_size", "seconds", "keep_freed_memory", "stages",
+                                                   "train_config", "train_steps"))
   base_rate = rows[0][1] if rows and rows[0][0] == 0 else None
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   machine = platform.processor() or platform.machine()

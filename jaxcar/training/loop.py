@@ -5,6 +5,8 @@ interrupted run continues with exactly the batch it would have seen. SIGTERM/SIG
 and return cleanly. A non-finite loss stops the run without saving, keeping the last good checkpoint.
 """
 
+import time
+
 from etils import epath
 import jax
 import ml_collections
@@ -59,16 +61,19 @@ def _run(config, trainer, state, step, iterator, mngr, examples, writer, stop, m
   progress = writers.Progress(step, config.num_steps, config.batch_size)
   last, pending = {}, []
   stop_every = 1 if jax.process_count() == 1 else config.log_every  # a cross-process check costs a sync
+  input_seconds = 0.0  # host time blocked on the data pipeline since the last log
   while step < config.num_steps:
+    waiting_since = time.perf_counter()
     batch = steps.global_batch(next(iterator), mesh)
+    input_seconds += time.perf_counter() - waiting_since
     state, metrics = trainer.train_step(state, batch, step)
     step += 1
     pending.append(metrics)
     at_end = step == config.num_steps
     stopping = step % stop_every == 0 and stop.agreed()
     if step % config.log_every == 0 or at_end or stopping or mngr.should_save(step):
-      last = _log(step, pending, progress, writer)
-      pending = []
+      last = _log(step, pending, progress, writer, input_seconds)
+      pending, input_seconds = [], 0.0
     if step % config.eval_every == 0 or at_end:
       last.update(_validate(step, trainer, state, examples, config, writer))
     if stopping:
@@ -79,7 +84,7 @@ def _run(config, trainer, state, step, iterator, mngr, examples, writer, stop, m
   return last
 
 
-def _log(step, pending, progress, writer) -> dict:
+def _log(step, pending, progress, writer, input_seconds) -> dict:
   """Average the metrics since the last log; stop on NaN/Inf before anything is saved."""
   fetched = jax.device_get(pending)
   names = sorted({k for m in fetched for k in m})  # NoGAN phases report different metrics
@@ -87,9 +92,9 @@ def _log(step, pending, progress, writer) -> dict:
   if not all(np.isfinite(v) for v in averaged.values()):
     raise NonFiniteLoss(f"non-finite training metrics {averaged} by step {step}; the last good checkpoint "
                         f"is kept. Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun")
-  line, rate = progress.line(step, averaged)
+  line, rate, input_wait = progress.line(step, averaged, input_seconds)
   writers.log(line)
-  writer.scalars(step, {**averaged, "patches_per_second": rate})
+  writer.scalars(step, {**averaged, "patches_per_second": rate, "input_wait_fraction": input_wait})
   return averaged
 
 

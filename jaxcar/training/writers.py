@@ -51,20 +51,27 @@ class RunWriter:
 
 
 class Progress:
-  """`step 1200/5000  loss 0.0012  412.3 patches/s  ETA 0:09:10`, measured between calls."""
+  """`step 1200/5000  loss 0.0012  412.3 patches/s  input wait 3%  ETA 0:09:10`, measured between calls.
+
+  "input wait" is the share of wall time the loop spent blocked on the data pipeline: near 0 when the
+  accelerator is the bottleneck, the fraction of time it sat idle otherwise.
+  """
 
   def __init__(self, start_step: int, num_steps: int, global_batch: int):
     self.num_steps, self.global_batch = num_steps, global_batch
     self._step, self._time = start_step, time.perf_counter()
 
-  def line(self, step: int, metrics: dict) -> tuple[str, float]:
+  def line(self, step: int, metrics: dict, input_seconds: float = 0.0) -> tuple[str, float, float]:
+    """(the line, patches per second, input-wait fraction) since the previous call."""
     now = time.perf_counter()
-    rate = (step - self._step) * self.global_batch / max(now - self._time, 1e-9)
+    elapsed = max(now - self._time, 1e-9)
+    rate = (step - self._step) * self.global_batch / elapsed
+    input_wait = min(input_seconds / elapsed, 1.0)
     self._step, self._time = step, now
     eta = (self.num_steps - step) * self.global_batch / max(rate, 1e-9)
     parts = "  ".join(f"{k} {v:.6g}" for k, v in metrics.items())
-    return (f"step {step}/{self.num_steps}  {parts}  {rate:.1f} patches/s  "
-            f"ETA {datetime.timedelta(seconds=int(eta))}"), rate
+    return (f"step {step}/{self.num_steps}  {parts}  {rate:.1f} patches/s  input wait {input_wait:.0%}  "
+            f"ETA {datetime.timedelta(seconds=int(eta))}"), rate, input_wait
 
 
 def log(message: str):
