@@ -18,9 +18,9 @@ import skimage.transform
 
 from absl import app, flags
 
-from configs import base
 from jaxcar import paths
 from jaxcar.data import cache, jpeg, pipeline, prepare, transforms
+from jaxcar.training import config_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("source", None, "image source (default: <shared>/data/train)")
@@ -78,7 +78,7 @@ def measure(data_config, workers: int) -> tuple[float, float]:
 
 def training_input_wait(source: str, workers: int) -> float:
   """Share of wall time a real `train_and_evaluate` run spent blocked on input, after its first 10 steps."""
-  from jaxcar.training import config_flags, loop, writers  # pylint: disable=import-outside-toplevel
+  from jaxcar.training import loop, writers  # pylint: disable=import-outside-toplevel
   overrides = [f"data.source={source}", f"data.num_workers={workers}", f"num_steps={FLAGS.train_steps}",
                "log_every=10", f"checkpoint_every={FLAGS.train_steps}", f"eval_every={FLAGS.train_steps}"]
   config = config_flags.load(FLAGS.train_config, overrides)
@@ -147,7 +147,7 @@ def _per_example(examples, settings):
 
 def main(argv):
   FLAGS(argv)  # called by jaxcar.bench.__main__ (or a test) rather than app.run
-  data_config = base.get_config().data
+  data_config = config_flags.load("base").data
   data_config.source = FLAGS.source or str(paths.require_shared("data/train", FLAGS.shared))
   data_config.color = FLAGS.color
   data_config.patch_size = FLAGS.patch_size

@@ -34,13 +34,14 @@ def resolve(spec: str) -> str:
     close = difflib.get_close_matches(name, available(), n=3)
     hint = f"; did you mean {close}?" if close else ""
     raise ConfigError(f"config {name!r} not found{hint} Use one of {available()} or a path to a .py file")
-  _importable_configs(path)
+  _importable_configs()
   return str(path.resolve()) + sep + variants
 
 
-def _importable_configs(path: Path):
-  # Configs import `configs.base`; make the folder that holds `configs/` importable.
-  root = str(path.resolve().parent.parent)
+def _importable_configs():
+  # Configs import `configs.base` / `configs.common`: make this repository's `configs/` importable, so a
+  # user's own config file anywhere can build on them too.
+  root = str(CONFIG_DIR.parent)
   if root not in sys.path:
     sys.path.insert(0, root)
 
