@@ -70,6 +70,17 @@ def test_loss_decreases_on_the_embedded_photos(tmp_path):
   assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_input_wait_is_the_share_of_time_blocked_on_data(images, tmp_path, monkeypatch):
+  # A pipeline that takes 0.2 s per batch, around steps of a few ms: the loop must report mostly waiting.
+  fetch = loop.steps.global_batch
+  monkeypatch.setattr(loop.steps, "global_batch", lambda batch, mesh: (time.sleep(0.2), fetch(batch, mesh))[1])
+  config = tiny_config("dacar4", images, ["num_steps=8", "log_every=4", "eval_every=100", "checkpoint_every=100"])
+  loop.train_and_evaluate(config, tmp_path)
+  waits = [r["input_wait_fraction"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+           if "input_wait_fraction" in r]
+  assert len(waits) == 2 and waits[-1] > 0.5, waits
+
+
 def _train_cli(workdir, overrides, images):
   args = [f"--config.{o}" for o in [f"data.source={images}", f"data.validation={images}", "data.num_workers=0",
                                      "batch_size=8", "data.patch_size=16", "log_every=1", "eval_every=1000",
