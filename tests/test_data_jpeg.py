@@ -144,3 +144,26 @@ def test_tables_of_real_world_jpegs_match_pillows_parser(shared):
       for table_id, values in image.quantization.items():
         np.testing.assert_array_equal(np.reshape(values, (8, 8)), tables[table_id], err_msg=path.name)
       assert jpeg.decode(data, "rgb").shape == (image.height, image.width, 3)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("subsampling", jpeg.SUBSAMPLINGS)
+def test_encode_writes_the_bytes_pillows_save_writes(channels, subsampling):
+  photo = skimage.data.astronaut()[100:180, 150:262]  # 80 x 112, not a multiple of 16 wide
+  image = photo if channels == 3 else sources.rgb_to_luma(photo)
+  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+  for quality in (1, 10, 50, 95, 100):
+    saved = io.BytesIO()
+    pil.save(saved, format="JPEG", quality=quality, subsampling=subsampling)
+    assert jpeg.encode(pil, quality, subsampling) == saved.getvalue(), quality
+    assert jpeg.compress(image, quality, subsampling) == saved.getvalue(), quality
+
+
+def test_batch_maps_equal_each_examples_maps():
+  tables = np.stack([jpeg.quantization_tables(jpeg.compress(skimage.data.astronaut()[:16, :16], q))
+                     for q in (5, 50, 90)])
+  batch = jpeg.batch_quantization_maps(tables, 20, 12, 3)
+  assert batch.shape == (3, 20, 12, 2) and batch.dtype == np.float32
+  for example, maps in zip(tables, batch):
+    np.testing.assert_allclose(maps[:8, :8], np.stack([example[0], example[1]], -1) / 127.5 - 1, atol=1e-6)
+    np.testing.assert_array_equal(maps, np.tile(maps[:8, :8], (3, 2, 1))[:20, :12])

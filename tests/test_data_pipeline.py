@@ -100,12 +100,15 @@ def test_harder_degradations_run_and_differ(photo_folder, tmp_path):
                                        num_workers=0))
   assert batch["inputs"].shape == (4, PATCH, PATCH, 5)
   assert np.all((85 <= batch["quality"]) & (batch["quality"] <= 95))
+  double_errors, single_errors = [], []
   for example in range(4):
     clean = np.round(batch["targets"][example] * 255).astype(np.uint8)
     single = jpeg.decode(jpeg.compress(clean, int(batch["quality"][example])), "rgb") / 255.0
-    # The q10 first pass, on a shifted grid, leaves far more error than the q85-95 second pass alone.
-    double_error = np.abs(batch["inputs"][example, ..., :3] - batch["targets"][example]).mean()
-    assert double_error > 2 * np.abs(single - batch["targets"][example]).mean()
+    double_errors.append(np.abs(batch["inputs"][example, ..., :3] - batch["targets"][example]).mean())
+    single_errors.append(np.abs(single - batch["targets"][example]).mean())
+  # The q10 first pass, on a shifted grid, leaves far more error than the q85-95 second pass alone
+  # (summed over the batch: a nearly flat patch compresses almost losslessly either way).
+  assert sum(double_errors) > 2 * sum(single_errors)
 
 
 def test_bad_config_values_are_one_line_errors(photo_folder, tmp_path):

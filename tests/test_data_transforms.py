@@ -6,19 +6,20 @@ from PIL import Image
 
 from jaxcar.data import jpeg, transforms
 
-# PIL's names for the same 8 transforms, as an independent reference (None = identity).
-PIL_DIHEDRAL = [None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
-                Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.TRANSVERSE, Image.Transpose.FLIP_TOP_BOTTOM,
-                Image.Transpose.TRANSPOSE]
+def _numpy_dihedral(image, which):
+  """An independent reference: `which` % 4 quarter turns counter-clockwise, mirrored left-right if >= 4."""
+  turned = np.rot90(image, which % 4)
+  return turned[:, ::-1] if which >= 4 else turned
 
 
-def test_dihedral_gives_the_eight_distinct_symmetries_of_the_square():
-  image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-  results = [transforms.dihedral(image, which) for which in range(8)]
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dihedral_gives_the_eight_distinct_symmetries_of_the_square(channels):
+  image = np.random.default_rng(0).integers(0, 256, (8, 8, channels), dtype=np.uint8)
+  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+  results = [np.asarray(transforms.dihedral(pil, which)).reshape(8, 8, channels) for which in range(8)]
   assert len({r.tobytes() for r in results}) == 8
-  for which, operation in enumerate(PIL_DIHEDRAL):
-    reference = Image.fromarray(image) if operation is None else Image.fromarray(image).transpose(operation)
-    np.testing.assert_array_equal(results[which], np.asarray(reference), err_msg=f"which={which}")
+  for which in range(8):
+    np.testing.assert_array_equal(results[which], _numpy_dihedral(image, which), err_msg=f"which={which}")
 
 
 def test_crop_stays_inside_and_covers_the_image():
@@ -55,14 +56,21 @@ def _settings(**overrides):
   return transforms.PairSettings(**{"patch_size": 16, "quality_range": (10, 10), **overrides})
 
 
-def test_degrade_patch_is_the_jpeg_of_the_clean_patch():
-  image = np.random.default_rng(2).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-  example = transforms.DegradePatch(_settings(quality_range=(30, 40))).random_map(image, np.random.default_rng(3))
-  assert example["clean"].shape == example["degraded"].shape == (16, 16, 3)
-  assert 30 <= example["quality"] <= 40
-  data = jpeg.compress(example["clean"], int(example["quality"]))
-  np.testing.assert_array_equal(example["degraded"], jpeg.decode(data, "rgb"))
-  np.testing.assert_array_equal(example["tables"], jpeg.quantization_tables(data))
+@pytest.mark.parametrize("channels,dihedral", [(3, True), (1, True), (3, False)])
+def test_degrade_patch_is_the_jpeg_of_a_transformed_crop(channels, dihedral):
+  image = np.random.default_rng(2).integers(0, 256, (40, 40, channels), dtype=np.uint8)
+  settings = _settings(quality_range=(30, 40), dihedral=dihedral)
+  rng = np.random.default_rng(3)
+  crops = {_numpy_dihedral(image[top:top + 16, left:left + 16], which).tobytes()
+           for top in range(25) for left in range(25) for which in (range(8) if dihedral else [0])}
+  for _ in range(10):
+    example = transforms.degrade_patch(image, settings, rng)
+    assert example["clean"].shape == example["degraded"].shape == (16, 16, channels)
+    assert example["clean"].tobytes() in crops
+    assert 30 <= example["quality"] <= 40
+    data = jpeg.compress(example["clean"], int(example["quality"]))
+    np.testing.assert_array_equal(example["degraded"], jpeg.decode(data, "rgb" if channels == 3 else "grey"))
+    np.testing.assert_array_equal(example["tables"], jpeg.quantization_tables(data))
 
 
 def test_double_compression_shifts_the_grid_of_the_first_pass():

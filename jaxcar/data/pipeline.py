@@ -1,10 +1,10 @@
-"""The Grain training pipeline: decoded images -> shard -> shuffle -> repeat -> degrade -> batch -> workers.
+"""The Grain training pipeline: decoded images -> shard -> batches of degraded patches -> workers.
 
 The per-example step stays in uint8 (crop, flip, JPEG round trip, tables); the float conversion and
 the quantization maps are made per batch, where numpy runs at memory speed instead of call overhead.
 
-Deterministic for a seed: Grain seeds each example's generator from the seed and the element index, so
-the batches do not depend on the worker count, and the iterator state (get_state/set_state, or
+Deterministic for a seed: a batch is a pure function of the seed and its number, so the batches do
+not depend on the worker count, and the iterator state (get_state/set_state, or
 grain.checkpoint.CheckpointSave inside an Orbax checkpoint) resumes at exactly the next batch.
 """
 
@@ -66,20 +66,57 @@ def train_dataset(data_config, *, batch_size: int, seed: int, process_index: int
   if len(usable) < process_count:
     raise ValueError(
         f"{data_config.source}: {len(usable)} usable images cannot feed {process_count} processes")
-  # Different processes hold different images but the same element indices: fold the process in so
+  # Different processes hold different images but the same batch numbers: fold the process in so
   # their crops and qualities are not drawn in lockstep.
   process_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
-  return (grain.MapDataset.source(images.subset(usable))[process_index::process_count]
-          .seed(process_seed)
-          .shuffle()
-          .repeat()
-          .random_map(transforms.DegradePatch(settings))
-          .batch(batch_size, drop_remainder=True)
-          .map(transforms.ToModelBatch(settings))
-          # Grain's default reads ahead 500 elements on 16 threads: here 500 batches (GBs) per process,
-          # and threads fighting over the GIL. One thread per process, a few batches ahead, is enough:
-          # parallelism comes from worker processes.
-          .to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)))
+  batches = TrainBatches(images.subset(usable[process_index::process_count]), settings, batch_size,
+                         process_seed)
+  # Grain's default reads ahead 500 elements on 16 threads: here 500 batches (GBs) per process, and
+  # threads fighting over the GIL. One thread per process, a few batches ahead, is enough: parallelism
+  # comes from worker processes.
+  return grain.MapDataset.source(batches).to_iter_dataset(
+      grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch))
+
+
+class TrainBatches:
+  """Endless random-access sequence of training batches: batch k is a pure function of (seed, k).
+
+  Example e (= k * batch_size + j) is image `order(e // n)[e % n]` of the n images: every epoch visits
+  each image once, in a fresh order. Its crop, transform and quality come from the batch's own
+  generator, drawn example by example, so every example is an independent random crop.
+
+  Grain sees one element per *batch*, not per example: its per-element machinery (index shuffling,
+  per-element generators, stacking) cost more CPU than cropping and compressing a patch. Because a
+  batch depends only on its number, Grain still splits batches across workers, checkpoints the next
+  batch number and resumes there, and the batches do not depend on the worker count.
+  """
+
+  def __init__(self, images: cache.DecodedImages, settings: transforms.PairSettings, batch_size: int,
+               seed: int):
+    self.images, self.settings, self.batch_size, self.seed = images, settings, batch_size, seed
+    self._order_epoch, self._order = -1, None
+
+  def __len__(self) -> int:
+    return _ENDLESS
+
+  def __getitem__(self, k: int) -> dict:
+    n = len(self.images)
+    examples = np.arange(k * self.batch_size, (k + 1) * self.batch_size)
+    rng = np.random.default_rng([self.seed, _CROPS, k])
+    patches = [transforms.degrade_patch(self.images[int(self.order(epoch)[position])], self.settings, rng)
+               for epoch, position in zip(*np.divmod(examples, n))]
+    return transforms.to_model_batch(patches, self.settings)
+
+  def order(self, epoch: int) -> np.ndarray:
+    """The permutation of the images in `epoch` (the last one is kept: a batch rarely spans two)."""
+    if self._order_epoch != epoch:
+      self._order = np.random.default_rng([self.seed, _ORDER, int(epoch)]).permutation(len(self.images))
+      self._order_epoch = int(epoch)
+    return self._order
+
+
+_ENDLESS = 2**62  # batches; an epoch ends inside the sequence, not at its end
+_ORDER, _CROPS = 0, 1  # separate random streams for the visiting order and the per-example draws
 
 
 def large_enough(images: cache.DecodedImages, size: int) -> list[int]:

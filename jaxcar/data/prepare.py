@@ -58,7 +58,7 @@ def batch_model_inputs(decoded: np.ndarray, tables: np.ndarray, data_config) -> 
   overhead dominates at 64x64), which is why the training pipeline converts after batching.
   """
   count, height, width, channels = decoded.shape
-  maps = batch_quantization_maps(tables, height, width, channels) if data_config.quantization_maps else None
+  maps = jpeg.batch_quantization_maps(tables, height, width, channels) if data_config.quantization_maps else None
   parts = [to_model_range(decoded, data_config.value_range)] + ([] if maps is None else [maps])
   result = {"inputs": _stack_channels(parts)}
   if data_config.global_size > 0:
@@ -80,11 +80,6 @@ def _stack_channels(parts: list[np.ndarray]) -> np.ndarray:
       out[..., channel] = part[..., index]
       channel += 1
   return out
-
-
-def batch_quantization_maps(tables: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-  """(B, H, W, 1 or 2) maps for (B, n, 8, 8) tables (patch-sized maps come from jpeg's cache)."""
-  return np.stack([jpeg.quantization_maps(example, height, width, channels) for example in tables])
 
 
 def global_image(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray:
