@@ -68,6 +68,8 @@ def test_restore_rejects_a_malformed_size():
 
 def test_input_benchmark_smoke_with_training_input_wait(capsys):
   input_bench.main(["input", "--source=embedded", "--workers=0", "--seconds=0.5", "--warmup_batches=1",
-                    "--batch_size=8", "--patch_size=32", "--train_config=dacar4:small", "--train_steps=20"])
+                    "--batch_size=8", "--patch_size=32", "--train_config=dacar4:small", "--train_steps=20",
+                    "--stages"])
   out = capsys.readouterr().out
   assert "| 0 |" in out and "| workers | input wait |" in out  # the loop's measurement: test_train.py
+  assert "| whole batch (pipeline.TrainBatches[k]: all of the above) |" in out

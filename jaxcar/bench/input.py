@@ -4,6 +4,7 @@ Times whole batches after a warm-up (which also absorbs worker start-up and the 
 build), so the number is the steady rate a training loop would see.
 """
 
+import io
 import json
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import skimage.transform
+from PIL import Image
 
 from absl import app, flags
 
@@ -96,19 +98,29 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
   rng = np.random.default_rng(0)
   image = images[0]
   patch = np.ascontiguousarray(transforms.random_crop(image, settings.patch_size, (), rng))
+  to_pil = lambda array: Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+  pil = to_pil(patch)
   data = jpeg.compress(patch, 30, settings.subsampling)
-  examples = [transforms.DegradePatch(settings).random_map(images[i % len(images)], rng) for i in range(64)]
+  examples = [transforms.degrade_patch(images[i % len(images)], settings, rng) for i in range(64)]
+  batches = pipeline.TrainBatches(images, settings, FLAGS.batch_size, seed=0)
   stages = [
       ("crop (view)", lambda: transforms.random_crop(image, settings.patch_size, (), rng), 1),
-      ("dihedral + contiguous copy", lambda: np.ascontiguousarray(transforms.dihedral(patch, 5)), 1),
-      ("JPEG encode (Pillow)", lambda: jpeg.compress(patch, 30, settings.subsampling), 1),
+      ("to Pillow, dihedral (Pillow), back to numpy",
+       lambda: np.asarray(transforms.dihedral(to_pil(patch), 5)), 1),
+      ("same, dihedral in numpy + contiguous copy",
+       lambda: np.ascontiguousarray(np.rot90(patch, 1)[:, ::-1]), 1),
+      ("JPEG encode (jpeg.encode)", lambda: jpeg.encode(pil, 30, settings.subsampling), 1),
+      ("JPEG encode (Image.save)", lambda: pil.save(io.BytesIO(), format="JPEG", quality=30), 1),
       ("JPEG decode (decode_known)", lambda: jpeg.decode_known(data, patch.shape), 1),
-      ("JPEG decode (Image.open)", lambda: jpeg.decode(data, data_config.color), 1),
-      ("DQT tables", lambda: jpeg.quantization_tables(data), 1),
-      ("DegradePatch (all of the above)",
-       lambda: transforms.DegradePatch(settings).random_map(image, rng), 1),
-      ("batch + float inputs/maps/targets per batch (used)", lambda: _per_batch(examples, settings), 64),
+      ("DQT tables (parsed; degrade_patch reuses them per quality)",
+       lambda: jpeg.quantization_tables(data), 1),
+      ("degrade_patch (crop, dihedral, encode, decode)",
+       lambda: transforms.degrade_patch(image, settings, rng), 1),
+      ("batch + float inputs/maps/targets per batch (used)",
+       lambda: transforms.to_model_batch(examples, settings), 64),
       ("same, converted per example then batched", lambda: _per_example(examples, settings), 64),
+      ("whole batch (pipeline.TrainBatches[k]: all of the above)",
+       lambda: batches[int(rng.integers(1 << 20))], FLAGS.batch_size),
   ]
   if settings.global_size:
     size = settings.global_size
@@ -117,7 +129,7 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
         ("global image (skimage resize itself)",
          lambda: skimage.transform.resize(patch, (size, size), order=3), 1),
     ]
-  return [(name, _cpu_microseconds(fn) / per) for name, fn, per in stages]
+  return [(name, _cpu_microseconds(fn, number=max(1, 50 // per)) / per) for name, fn, per in stages]
 
 
 def _cpu_microseconds(fn, number: int = 50, repeat: int = 15) -> float:
@@ -129,11 +141,6 @@ def _cpu_microseconds(fn, number: int = 50, repeat: int = 15) -> float:
 
 def _glibc_defaults(worker_index: int = 0, worker_count: int = 1) -> None:
   del worker_index, worker_count
-
-
-def _per_batch(examples, settings):
-  batch = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
-  return transforms.ToModelBatch(settings).map(batch)
 
 
 def _per_example(examples, settings):
