@@ -144,6 +144,16 @@ def test_each_epoch_visits_every_image_once_and_processes_get_disjoint_shards(tm
   assert shards == [{0, 2, 4, 6}, {1, 3, 5, 7}]
 
 
+def test_batches_that_straddle_epochs_still_visit_every_image_once_per_epoch(tmp_path):
+  folder = constant_folder(tmp_path / "five", 5)
+  config = data_config(folder, tmp_path / "cache", color="grey", value_range="zero_255", patch_size=8)
+  ids = _image_ids(take(pipeline.train_iterator(config, batch_size=3, seed=2, process_index=0,
+                                                process_count=1, num_workers=0), 5))
+  epochs = [ids[5 * e:5 * e + 5] for e in range(3)]
+  assert all(sorted(epoch) == list(range(5)) for epoch in epochs)
+  assert len({tuple(epoch) for epoch in epochs}) > 1  # a fresh order each epoch
+
+
 def test_small_and_bad_images_are_skipped_and_reported(tmp_path, caplog):
   folder = constant_folder(tmp_path / "mixed", 3)
   Image.fromarray(np.zeros((8, 30), np.uint8)).save(folder / "thin.png")
