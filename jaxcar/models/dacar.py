@@ -29,7 +29,7 @@ DIRECT_LAYERS = {
 
 def _keras_conv(features, kernel, dtype, name):
   # Keras 'same' at stride 1 with odd kernels is symmetric, like Flax 'SAME'.
-  return nn.Conv(features, (kernel, kernel), padding="SAME", kernel_init=layers.keras205_he_normal,
+  return layers.Conv(features, (kernel, kernel), padding="SAME", kernel_init=layers.keras205_he_normal,
                  bias_init=nn.initializers.zeros, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxcar.ops import conv
+
 Dtype = Any
 
 
@@ -63,6 +65,11 @@ class PReLU(nn.Module):
     return jnp.where(x >= 0, x, slope.astype(self.dtype) * x)
 
 
+def Conv(*args, **kwargs) -> nn.Conv:  # pylint: disable=invalid-name  (stands in for the class)
+  """`nn.Conv` whose convolution is `jaxcar.ops.conv`'s: oneDNN on a single CPU device, XLA elsewhere."""
+  return nn.Conv(*args, conv_general_dilated=conv.conv_general_dilated, **kwargs)
+
+
 def torch_conv(features: int, kernel: int, *, stride: int = 1, padding: int | None = None, use_bias: bool = True,
                kernel_init=torch_default_kernel, bias_init=None, in_features: int | None = None,
                dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
@@ -73,7 +80,7 @@ def torch_conv(features: int, kernel: int, *, stride: int = 1, padding: int | No
   pad = (kernel - 1) // 2 if padding is None else padding
   if bias_init is None:
     bias_init = torch_default_bias(in_features * kernel * kernel) if in_features else nn.initializers.zeros
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+  return Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                  use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
                  param_dtype=jnp.float32, name=name)
 

@@ -29,7 +29,7 @@ DISCRIMINATOR_DESIGNS = {
 
 def _keras_conv(features, dtype, name, stride=1):
   # Keras Conv2D defaults: GlorotUniform kernels, zero biases.
-  return nn.Conv(features, (3, 3), strides=(stride, stride), padding="SAME", dtype=dtype,
+  return layers.Conv(features, (3, 3), strides=(stride, stride), padding="SAME", dtype=dtype,
                  param_dtype=jnp.float32, kernel_init=nn.initializers.glorot_uniform(),
                  bias_init=nn.initializers.zeros, name=name)
 

@@ -1,0 +1,97 @@
+"""Builds and loads the oneDNN convolution library (`onednn_conv.cc`) and registers it with XLA.
+
+The library is compiled on first use with the system C++ compiler against the oneDNN wheel
+(`onednn-cpu-gomp`, a dependency on Linux x86-64) and cached under `$JAXCAR_CACHE` (default
+`~/.cache/jaxcar`), keyed by the source, jaxlib and oneDNN versions. Compiling at first use rather than
+at install keeps jaxcar a pure-Python package that installs anywhere; where there is no compiler or no
+oneDNN the convolutions fall back to XLA's own, with one logged line saying why.
+"""
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from absl import logging
+import jax
+
+SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
+TARGETS = {"jaxcar_conv_forward": "JaxcarConvForward",
+           "jaxcar_conv_backward_data": "JaxcarConvBackwardData",
+           "jaxcar_conv_backward_weights": "JaxcarConvBackwardWeights"}
+
+
+class Unavailable(RuntimeError):
+  """The native library cannot be built or loaded here; the message says why."""
+
+
+@functools.cache
+def load() -> None:
+  """Builds (once per version), loads and registers the library; raises Unavailable with the reason."""
+  library = ctypes.CDLL(str(_built_library()))
+  for target, symbol in TARGETS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+
+
+@functools.cache
+def available() -> bool:
+  """True when the library is loaded; otherwise logs the reason once and returns False."""
+  try:
+    load()
+  except Unavailable as error:
+    logging.warning("oneDNN convolutions unavailable, using XLA's: %s", error)
+    return False
+  return True
+
+
+def _onednn_prefix() -> pathlib.Path:
+  """The install prefix holding oneDNN's include/ and lib/ (the wheels install into sys.prefix)."""
+  for prefix in (sys.prefix, sysconfig.get_paths()["data"]):
+    path = pathlib.Path(prefix)
+    if (path / "include/oneapi/dnnl/dnnl.hpp").exists() and (path / "lib/libdnnl.so").exists():
+      return path
+  raise Unavailable("oneDNN headers or library not found; `pip install onednn-cpu-gomp "
+                    "onednn-devel-cpu-gomp` (installed with jaxcar on Linux x86-64)")
+
+
+def _version(package: str) -> str:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return "none"
+
+
+def _built_library() -> pathlib.Path:
+  prefix = _onednn_prefix()
+  key = hashlib.sha256(b"|".join([SOURCE.read_bytes(), _version("jaxlib").encode(),
+                                  _version("onednn-cpu-gomp").encode(), str(prefix).encode()]))
+  cache = pathlib.Path(os.environ.get("JAXCAR_CACHE", pathlib.Path.home() / ".cache/jaxcar"))
+  library = cache / f"ops-{key.hexdigest()[:16]}" / "libjaxcar_onednn.so"
+  if not library.exists():
+    _compile(prefix, library)
+  return library
+
+
+def _compile(prefix: pathlib.Path, library: pathlib.Path) -> None:
+  compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+  if compiler is None:
+    raise Unavailable("no C++ compiler found (set CXX, or install g++)")
+  library.parent.mkdir(parents=True, exist_ok=True)
+  partial = library.with_suffix(f".{os.getpid()}.tmp")  # concurrent builders never see half a file
+  command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-Wno-return-type",
+             f"-I{jax.ffi.include_dir()}", f"-I{prefix / 'include'}", str(SOURCE),
+             f"-L{prefix / 'lib'}", "-ldnnl", f"-Wl,-rpath,{prefix / 'lib'}", "-o", str(partial)]
+  try:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+  except OSError as error:
+    raise Unavailable(f"cannot run the C++ compiler {compiler}: {error.strerror}") from None
+  if result.returncode != 0:
+    last_error = next((line for line in reversed(result.stderr.splitlines()) if "error" in line), "")
+    raise Unavailable(f"compiling {SOURCE.name} failed: {last_error or result.stderr[-300:]}")
+  partial.replace(library)

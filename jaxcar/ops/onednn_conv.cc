@@ -1,0 +1,212 @@
+// 2-D convolution and its two gradients as XLA FFI custom calls into oneDNN, for the CPU backend.
+//
+// Why: XLA's CPU convolution (Eigen) is fast forward but slow for the weight gradient, and runs
+// bfloat16 at float32 speed; oneDNN, the library PyTorch uses on CPU, does both well. Layouts are
+// XLA's defaults: activations NHWC, kernels HWIO (Flax's), so no transposes are needed around the call.
+//
+// Each primitive is built once per (operation, dtype, shapes, strides, padding) and cached: building
+// one JIT-compiles a kernel (milliseconds), running it is the convolution only.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum class Op { kForward, kBackwardData, kBackwardWeights };
+
+struct Geometry {
+  int64_t n, h, w, c_in;     // input (N, H, W, C_in)
+  int64_t kh, kw, c_out;     // kernel (KH, KW, C_in, C_out)
+  int64_t oh, ow;            // output spatial size
+  int64_t stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right;
+
+  auto Key() const {
+    return std::make_tuple(n, h, w, c_in, kh, kw, c_out, oh, ow, stride_h, stride_w, pad_top,
+                           pad_bottom, pad_left, pad_right);
+  }
+};
+
+using Tag = dnnl::memory::format_tag;
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// A primitive with its memory descriptors: `plain_*` are the layouts XLA hands us, `*_md` those the
+// primitive chose (format_tag::any), which may be blocked; reorders bridge the two where they differ.
+struct Prepared {
+  dnnl::primitive primitive;
+  dnnl::memory::desc plain_a, plain_b, plain_out;  // the op's two inputs and its output, as XLA lays them
+  dnnl::memory::desc a_md, b_md, out_md;           // as the primitive wants them
+  int a_arg, b_arg, out_arg;
+};
+
+struct Descs {
+  dnnl::memory::desc src, weights, dst;
+};
+
+Descs PlainDescs(const Geometry& g, dnnl::memory::data_type dt) {
+  return {dnnl::memory::desc({g.n, g.c_in, g.h, g.w}, dt, Tag::nhwc),
+          dnnl::memory::desc({g.c_out, g.c_in, g.kh, g.kw}, dt, Tag::hwio),
+          dnnl::memory::desc({g.n, g.c_out, g.oh, g.ow}, dt, Tag::nhwc)};
+}
+
+Descs AnyDescs(const Geometry& g, dnnl::memory::data_type dt) {
+  return {dnnl::memory::desc({g.n, g.c_in, g.h, g.w}, dt, Tag::any),
+          dnnl::memory::desc({g.c_out, g.c_in, g.kh, g.kw}, dt, Tag::any),
+          dnnl::memory::desc({g.n, g.c_out, g.oh, g.ow}, dt, Tag::any)};
+}
+
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, const Descs& d) {
+  return dnnl::convolution_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src,
+      d.weights, d.dst, {g.stride_h, g.stride_w}, {g.pad_top, g.pad_left},
+      {g.pad_bottom, g.pad_right});
+}
+
+Prepared Build(Op op, const Geometry& g, dnnl::memory::data_type dt) {
+  const Descs plain = PlainDescs(g, dt);
+  // Activations stay in XLA's NHWC (oneDNN has fast NHWC kernels, and reordering whole activations
+  // twice per call costs more than it saves); only the small kernel may take a blocked layout.
+  const Descs chosen{plain.src, AnyDescs(g, dt).weights, plain.dst};
+  auto forward = ForwardDesc(g, chosen);
+  switch (op) {
+    case Op::kForward:
+      return {dnnl::convolution_forward(forward), plain.src, plain.weights, plain.dst,
+              forward.src_desc(), forward.weights_desc(), forward.dst_desc(),
+              DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    case Op::kBackwardData: {
+      dnnl::convolution_backward_data::primitive_desc pd(
+          Engine(), dnnl::algorithm::convolution_direct, chosen.src, chosen.weights, chosen.dst,
+          {g.stride_h, g.stride_w}, {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right}, forward);
+      return {dnnl::convolution_backward_data(pd), plain.dst, plain.weights, plain.src,
+              pd.diff_dst_desc(), pd.weights_desc(), pd.diff_src_desc(),
+              DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
+    }
+    case Op::kBackwardWeights: {
+      dnnl::convolution_backward_weights::primitive_desc pd(
+          Engine(), dnnl::algorithm::convolution_direct, chosen.src, chosen.weights, chosen.dst,
+          {g.stride_h, g.stride_w}, {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right}, forward);
+      return {dnnl::convolution_backward_weights(pd), plain.src, plain.dst, plain.weights,
+              pd.src_desc(), pd.diff_dst_desc(), pd.diff_weights_desc(),
+              DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS};
+    }
+  }
+  throw std::logic_error("unknown convolution op");
+}
+
+const Prepared& Cached(Op op, const Geometry& g, dnnl::memory::data_type dt) {
+  using Key = decltype(std::tuple_cat(std::make_tuple(op, dt), g.Key()));
+  static std::mutex mutex;
+  static std::map<Key, std::unique_ptr<Prepared>> cache;
+  const Key key = std::tuple_cat(std::make_tuple(op, dt), g.Key());
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& slot = cache[key];
+  if (!slot) slot = std::make_unique<Prepared>(Build(op, g, dt));
+  return *slot;
+}
+
+// Wraps `data` (laid out as `plain`) for the primitive, reordering into `wanted` if they differ.
+dnnl::memory Input(const dnnl::memory::desc& plain, const dnnl::memory::desc& wanted, void* data,
+                   dnnl::stream& stream) {
+  dnnl::memory user(plain, Engine(), data);
+  if (plain == wanted) return user;
+  dnnl::memory converted(wanted, Engine());
+  dnnl::reorder(user, converted).execute(stream, user, converted);
+  return converted;
+}
+
+ffi::Error Run(Op op, const Geometry& g, ffi::DataType dtype, void* a, void* b, void* out) {
+  dnnl::memory::data_type dt;
+  if (dtype == ffi::DataType::F32) {
+    dt = dnnl::memory::data_type::f32;
+  } else if (dtype == ffi::DataType::BF16) {
+    dt = dnnl::memory::data_type::bf16;
+  } else {
+    return ffi::Error::InvalidArgument("jaxcar oneDNN convolution: only float32 and bfloat16");
+  }
+  // One convolution at a time: XLA may run independent custom calls on several of its threads, and
+  // oneDNN's kernels split each call over all cores with spinning barriers; two calls at once
+  // oversubscribe the cores and were seen to livelock in those barriers (QCN with 16 blocks).
+  static std::mutex one_at_a_time;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
+  try {
+    const Prepared& p = Cached(op, g, dt);
+    dnnl::stream stream(Engine());
+    dnnl::memory a_mem = Input(p.plain_a, p.a_md, a, stream);
+    dnnl::memory b_mem = Input(p.plain_b, p.b_md, b, stream);
+    dnnl::memory user_out(p.plain_out, Engine(), out);
+    dnnl::memory out_mem = p.plain_out == p.out_md ? user_out : dnnl::memory(p.out_md, Engine());
+    p.primitive.execute(stream, {{p.a_arg, a_mem}, {p.b_arg, b_mem}, {p.out_arg, out_mem}});
+    if (out_mem != user_out) dnnl::reorder(out_mem, user_out).execute(stream, out_mem, user_out);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("jaxcar oneDNN convolution: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// Shapes come from the buffers; which buffer holds what depends on the op.
+Geometry Make(ffi::AnyBuffer::Dimensions input, ffi::AnyBuffer::Dimensions kernel,
+              ffi::AnyBuffer::Dimensions output, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
+              int64_t pl, int64_t pr) {
+  return {input[0], input[1], input[2], input[3], kernel[0], kernel[1], kernel[3], output[1],
+          output[2], sh, sw, pt, pb, pl, pr};
+}
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, int64_t sh,
+                   int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  const Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr);
+  return Run(Op::kForward, g, x.element_type(), x.untyped_data(), w.untyped_data(),
+             y->untyped_data());
+}
+
+ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
+                        int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  const Geometry g = Make(dx->dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt, pb, pl, pr);
+  return Run(Op::kBackwardData, g, dy.element_type(), dy.untyped_data(), w.untyped_data(),
+             dx->untyped_data());
+}
+
+ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                           int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  const Geometry g = Make(x.dimensions(), dw->dimensions(), dy.dimensions(), sh, sw, pt, pb, pl, pr);
+  return Run(Op::kBackwardWeights, g, x.element_type(), x.untyped_data(), dy.untyped_data(),
+             dw->untyped_data());
+}
+
+template <typename Binding>
+auto WithGeometryAttrs(Binding binding) {
+  return std::move(binding).template Attr<int64_t>("stride_h")
+      .template Attr<int64_t>("stride_w")
+      .template Attr<int64_t>("pad_top")
+      .template Attr<int64_t>("pad_bottom")
+      .template Attr<int64_t>("pad_left")
+      .template Attr<int64_t>("pad_right");
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxcarConvForward, Forward,
+    WithGeometryAttrs(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxcarConvBackwardData, BackwardData,
+    WithGeometryAttrs(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxcarConvBackwardWeights, BackwardWeights,
+    WithGeometryAttrs(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()));
