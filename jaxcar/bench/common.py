@@ -123,9 +123,11 @@ def cpu_model() -> str:
 def machine() -> str:
   import jax
   import torch
+  from jaxcar.ops import conv
   return (f"{cpu_model()}, {cpu_count()} cores, jax {jax.__version__} "
           f"({jax.default_backend()}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, JAX convolutions: "
+          f"{'oneDNN' if conv.use_onednn() else 'XLA'}")
 
 
 def command_line() -> str:

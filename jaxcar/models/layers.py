@@ -65,14 +65,31 @@ class PReLU(nn.Module):
     return jnp.where(x >= 0, x, slope.astype(self.dtype) * x)
 
 
-def Conv(*args, **kwargs) -> nn.Conv:  # pylint: disable=invalid-name  (stands in for the class)
-  """`nn.Conv` whose convolution is `jaxcar.ops.conv`'s: oneDNN on a single CPU device, XLA elsewhere."""
-  return nn.Conv(*args, conv_general_dilated=conv.conv_general_dilated, **kwargs)
+class Conv(nn.Module):
+  """`nn.Conv` for 2-D NHWC inputs (same arguments, parameters and result), computed by
+  `jaxcar.ops.conv.conv2d`: oneDNN with the bias fused on a single CPU device, XLA elsewhere."""
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  padding: Any = "SAME"
+  use_bias: bool = True
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    shape = (*self.kernel_size, x.shape[-1], self.features)
+    kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return conv.conv2d(x, kernel, bias, strides=self.strides, padding=self.padding)
 
 
 def torch_conv(features: int, kernel: int, *, stride: int = 1, padding: int | None = None, use_bias: bool = True,
                kernel_init=torch_default_kernel, bias_init=None, in_features: int | None = None,
-               dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
+               dtype: Dtype = jnp.float32, name: str | None = None) -> Conv:
   """A Conv with PyTorch semantics: symmetric integer padding (default (k-1)//2) and torch default init.
 
   `in_features` is needed only for torch's default bias init, whose bound depends on fan-in.

@@ -1,10 +1,10 @@
-"""`conv_general_dilated`: XLA's convolution, or oneDNN's on a single CPU device.
+"""`conv2d`: a 2-D NHWC convolution (+ bias), through oneDNN on a single CPU device, XLA elsewhere.
 
-A drop-in for `lax.conv_general_dilated` that Flax's `nn.Conv` takes as its `conv_general_dilated`
-field. On one CPU device it runs the convolution and both of its gradients as oneDNN custom calls
-(`onednn_conv.cc`), which train ~2x faster than XLA's CPU convolutions (BUILD_NOTES.md, Performance);
-everywhere else (GPU, TPU, several devices, shapes it does not cover) it is `lax.conv_general_dilated`
-itself, so the compiled program there is unchanged.
+On one CPU device the convolution, its bias and both gradients run as oneDNN custom calls
+(`onednn_conv.cc`): the library PyTorch uses on CPU, about 2x faster to train than XLA's CPU
+convolutions (BUILD_NOTES.md, Performance). Everywhere else (GPU, TPU, several devices) it is
+`lax.conv_general_dilated` plus the bias, exactly what `nn.Conv` computes, so the program there is
+unchanged.
 
 `JAXCAR_CPU_CONV` chooses: `auto` (default, as above), `onednn` (also with several CPU devices, whose
 partitioner then gathers each convolution's operands onto every device: correct, not fast) or `xla`.
@@ -21,26 +21,19 @@ import jax.numpy as jnp
 from jaxcar.ops import native
 
 CHOICES = ("auto", "onednn", "xla")
-NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
+DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                         precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated`, through oneDNN when `use_onednn` says so for these operands."""
-  plain = (lhs.ndim == 4 and _is_nhwc(lhs.ndim, dimension_numbers) and feature_group_count == 1
-           and batch_group_count == 1 and _ones(lhs_dilation) and _ones(rhs_dilation)
-           and preferred_element_type is None and lhs.dtype == rhs.dtype
-           and lhs.dtype in (jnp.float32, jnp.bfloat16))
-  if not (plain and use_onednn()):
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count, batch_group_count,
-                                    precision, preferred_element_type)
+def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME"):
+  """x (N, H, W, C_in) * kernel (KH, KW, C_in, C_out) [+ bias (C_out,)], padding as `lax` takes it."""
+  if not (use_onednn() and x.dtype in (jnp.float32, jnp.bfloat16)):
+    y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMENSIONS)
+    return y if bias is None else y + bias.reshape(1, 1, 1, -1)
   if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  (pad_top, pad_bottom), (pad_left, pad_right) = padding
-  geometry = (*map(int, window_strides), int(pad_top), int(pad_bottom), int(pad_left), int(pad_right))
-  return onednn_conv(lhs, rhs, geometry)
+    padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
+  (top, bottom), (left, right) = padding
+  geometry = (*map(int, strides), int(top), int(bottom), int(left), int(right))
+  return onednn_conv(x, kernel.astype(x.dtype), None if bias is None else bias.astype(x.dtype), geometry)
 
 
 def use_onednn() -> bool:
@@ -55,43 +48,41 @@ def use_onednn() -> bool:
   return native.available()
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def onednn_conv(x, w, geometry):
-  """NHWC x HWIO -> NHWC convolution; geometry = (stride_h, stride_w, top, bottom, left, right) padding."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def onednn_conv(x, w, b, geometry):
+  """The convolution as a custom call; geometry = (stride_h, stride_w, top, bottom, left, right)."""
   stride_h, stride_w, top, bottom, left, right = geometry
   height = (x.shape[1] + top + bottom - w.shape[0]) // stride_h + 1
   width = (x.shape[2] + left + right - w.shape[1]) // stride_w + 1
   out = jax.ShapeDtypeStruct((x.shape[0], height, width, w.shape[3]), x.dtype)
-  return _call("jaxcar_conv_forward", out, x, w, geometry)
+  if b is None:
+    return _call("jaxcar_conv_forward", out, geometry, x, w)
+  return _call("jaxcar_conv_forward_bias", out, geometry, x, w, b)
 
 
-def _forward(x, w, geometry):
-  return onednn_conv(x, w, geometry), (x, w)
+def _forward(x, w, b, geometry):
+  return onednn_conv(x, w, b, geometry), (x, w, b is not None)
 
 
 def _backward(geometry, residuals, dy):
-  x, w = residuals
-  dx = _call("jaxcar_conv_backward_data", jax.ShapeDtypeStruct(x.shape, x.dtype), dy, w, geometry)
-  dw = _call("jaxcar_conv_backward_weights", jax.ShapeDtypeStruct(w.shape, w.dtype), x, dy, geometry)
-  return dx, dw
+  x, w, has_bias = residuals
+  dx = _call("jaxcar_conv_backward_data", _like(x), geometry, dy, w)
+  if not has_bias:
+    return dx, _call("jaxcar_conv_backward_weights", _like(w), geometry, x, dy), None
+  bias = jax.ShapeDtypeStruct((w.shape[3],), jnp.float32)  # summed in float32 (onednn_conv.cc)
+  dw, db = _call("jaxcar_conv_backward_weights_bias", (_like(w), bias), geometry, x, dy)
+  return dx, dw, db.astype(w.dtype)
 
 
 onednn_conv.defvjp(_forward, _backward)
 
 
-def _call(target, out, a, b, geometry):
+def _like(array):
+  return jax.ShapeDtypeStruct(array.shape, array.dtype)
+
+
+def _call(target, out, geometry, *operands):
   stride_h, stride_w, top, bottom, left, right = geometry
   call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
-  return call(a, b.astype(a.dtype), stride_h=stride_h, stride_w=stride_w, pad_top=top,
-              pad_bottom=bottom, pad_left=left, pad_right=right)
-
-
-def _is_nhwc(ndim, dimension_numbers) -> bool:
-  if dimension_numbers is None:
-    return False  # lax's default is NCHW
-  specs = lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, dimension_numbers)
-  return specs == NHWC
-
-
-def _ones(dilation) -> bool:
-  return dilation is None or all(d == 1 for d in dilation)
+  return call(*operands, stride_h=stride_h, stride_w=stride_w, pad_top=top, pad_bottom=bottom,
+              pad_left=left, pad_right=right)

@@ -23,8 +23,10 @@ import jax
 
 SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
 TARGETS = {"jaxcar_conv_forward": "JaxcarConvForward",
+           "jaxcar_conv_forward_bias": "JaxcarConvForwardBias",
            "jaxcar_conv_backward_data": "JaxcarConvBackwardData",
-           "jaxcar_conv_backward_weights": "JaxcarConvBackwardWeights"}
+           "jaxcar_conv_backward_weights": "JaxcarConvBackwardWeights",
+           "jaxcar_conv_backward_weights_bias": "JaxcarConvBackwardWeightsBias"}
 
 
 class Unavailable(RuntimeError):
