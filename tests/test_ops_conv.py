@@ -71,7 +71,12 @@ def test_values_and_gradients_match_xla(onednn, geometry, dtype, tolerance, with
                                        None if b is None else b.astype(jnp.float32), strides, padding)
   ours = lambda x, w, b=None: conv.conv2d(x, w, b, strides=strides, padding=padding)
   target = "jaxcar_conv_forward_bias" if with_bias else "jaxcar_conv_forward"
-  assert f"@{target}(" in jax.jit(ours).lower(*operands).as_text()
+  out_h, out_w = jax.eval_shape(reference, *operands).shape[1:3]
+  pads = lax.padtype_to_pads((h, w), (k, k), strides, padding) if isinstance(padding, str) else padding
+  geometry = (n, h, w, c_in, k, k, c_out, out_h, out_w, *strides, *pads[0], *pads[1], int(with_bias))
+  # oneDNN's reference kernels are left to XLA; which shapes have fast kernels depends on the CPU.
+  fast = native.has_fast_kernels(geometry, dtype == jnp.bfloat16)
+  assert (f"@{target}(" in jax.jit(ours).lower(*operands).as_text()) == fast
   expected, actual = reference(*operands), jax.jit(ours)(*operands)
   assert actual.shape == expected.shape and actual.dtype == dtype
   assert _relative_error(expected, actual) < tolerance
@@ -137,6 +142,19 @@ def test_xla_path_is_exactly_flax_conv(monkeypatch, padding, strides):
   variables = ours.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, flax_conv.init(jax.random.key(0), x))
   np.testing.assert_array_equal(ours.apply(variables, x), flax_conv.apply(variables, x))
+
+
+def test_most_geometries_get_fast_kernels(onednn):
+  """The guard against reference kernels must not send everything to XLA (AVX-512 here, as in CI)."""
+  fast = [native.has_fast_kernels((2, 16, 16, 16, 3, 3, 32, 16, 16, 1, 1, 1, 1, 1, 1, 1), bf16)
+          for bf16 in (False, True)]
+  assert all(fast)
+
+
+def test_shapes_without_fast_kernels_stay_with_xla(onednn, monkeypatch):
+  monkeypatch.setattr(native, "has_fast_kernels", lambda geometry, bfloat16: False)
+  x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
+  assert "jaxcar_conv" not in jax.jit(conv.conv2d).lower(x, kernel).as_text()
 
 
 def test_bad_choice_is_a_one_line_error(monkeypatch):

@@ -6,9 +6,10 @@ convolutions (BUILD_NOTES.md, Performance). Everywhere else (GPU, TPU, several d
 `lax.conv_general_dilated` plus the bias, exactly what `nn.Conv` computes, so the program there is
 unchanged.
 
-`JAXCAR_CPU_CONV` chooses: `auto` (default, as above), `onednn` (also with several CPU devices, whose
-partitioner then gathers each convolution's operands onto every device: correct, not fast) or `xla`.
-The choice is made when a function is traced.
+A convolution for which oneDNN has only its reference kernels (100-1000x slower) stays with XLA,
+decided per shape when tracing. `JAXCAR_CPU_CONV` chooses: `auto` (default, as above), `onednn` (also
+with several CPU devices, whose partitioner then gathers each convolution's operands onto every
+device: correct, not fast) or `xla`. The choice is made when a function is traced.
 """
 
 import functools
@@ -27,13 +28,21 @@ DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME"):
   """x (N, H, W, C_in) * kernel (KH, KW, C_in, C_out) [+ bias (C_out,)], padding as `lax` takes it."""
   if not (use_onednn() and x.dtype in (jnp.float32, jnp.bfloat16)):
-    y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMENSIONS)
-    return y if bias is None else y + bias.reshape(1, 1, 1, -1)
+    return conv2d_xla(x, kernel, bias, strides, padding)
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
   (top, bottom), (left, right) = padding
   geometry = (*map(int, strides), int(top), int(bottom), int(left), int(right))
+  if not native.has_fast_kernels(_full_geometry(x.shape, kernel.shape, geometry, bias is not None),
+                                 x.dtype == jnp.bfloat16):
+    return conv2d_xla(x, kernel, bias, strides, padding)
   return onednn_conv(x, kernel.astype(x.dtype), None if bias is None else bias.astype(x.dtype), geometry)
+
+
+def conv2d_xla(x, kernel, bias, strides, padding):
+  """XLA's convolution plus the bias: exactly what `nn.Conv` computes."""
+  y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMENSIONS)
+  return y if bias is None else y + bias.reshape(1, 1, 1, -1)
 
 
 def use_onednn() -> bool:
@@ -48,12 +57,21 @@ def use_onednn() -> bool:
   return native.available()
 
 
+def _output_hw(x_shape, w_shape, geometry) -> tuple[int, int]:
+  stride_h, stride_w, top, bottom, left, right = geometry
+  return ((x_shape[1] + top + bottom - w_shape[0]) // stride_h + 1,
+          (x_shape[2] + left + right - w_shape[1]) // stride_w + 1)
+
+
+def _full_geometry(x_shape, w_shape, geometry, bias: bool) -> tuple[int, ...]:
+  """What the library's JaxcarConvIsFast takes: every shape, stride and padding of the call."""
+  return (*x_shape, *w_shape[:2], w_shape[3], *_output_hw(x_shape, w_shape, geometry), *geometry, int(bias))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def onednn_conv(x, w, b, geometry):
   """The convolution as a custom call; geometry = (stride_h, stride_w, top, bottom, left, right)."""
-  stride_h, stride_w, top, bottom, left, right = geometry
-  height = (x.shape[1] + top + bottom - w.shape[0]) // stride_h + 1
-  width = (x.shape[2] + left + right - w.shape[1]) // stride_w + 1
+  height, width = _output_hw(x.shape, w.shape, geometry)
   out = jax.ShapeDtypeStruct((x.shape[0], height, width, w.shape[3]), x.dtype)
   if b is None:
     return _call("jaxcar_conv_forward", out, geometry, x, w)

@@ -34,11 +34,28 @@ class Unavailable(RuntimeError):
 
 
 @functools.cache
-def load() -> None:
+def load() -> ctypes.CDLL:
   """Builds (once per version), loads and registers the library; raises Unavailable with the reason."""
   library = ctypes.CDLL(str(_built_library()))
   for target, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+  library.JaxcarConvIsFast.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
+  library.JaxcarConvIsFast.restype = ctypes.c_int
+  return library
+
+
+@functools.cache
+def has_fast_kernels(geometry: tuple[int, ...], bfloat16: bool) -> bool:
+  """Whether oneDNN has optimised (not reference) kernels for this convolution and its gradients.
+
+  geometry: (N, H, W, C_in, KH, KW, C_out, OH, OW, stride_h, stride_w, top, bottom, left, right, bias).
+  """
+  values = (ctypes.c_int64 * len(geometry))(*geometry)
+  verdict = load().JaxcarConvIsFast(values, int(bfloat16))
+  if verdict != 1:
+    logging.info("oneDNN has no fast kernel for convolution %s (%s); using XLA's", geometry,
+                 "bfloat16" if bfloat16 else "float32")
+  return verdict == 1
 
 
 @functools.cache

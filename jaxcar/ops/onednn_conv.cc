@@ -118,6 +118,14 @@ Prepared Build(Op op, const Geometry& g, dnnl::memory::data_type dt) {
   throw std::logic_error("unknown convolution op");
 }
 
+// oneDNN's reference kernels ("ref:any") are plain loops, 100-1000x slower than its JIT kernels; a
+// shape or layout that only they cover must stay with XLA (JaxcarConvIsFast below).
+bool IsReference(const dnnl::primitive& primitive) {
+  const char* impl = nullptr;
+  dnnl_primitive_desc_query(primitive.get_primitive_desc(), dnnl_query_impl_info_str, 0, &impl);
+  return impl == nullptr || std::string(impl).rfind("ref", 0) == 0;
+}
+
 const Prepared& Cached(Op op, const Geometry& g, dnnl::memory::data_type dt) {
   using Key = decltype(std::tuple_cat(std::make_tuple(op, dt), g.Key()));
   static std::mutex mutex;
@@ -229,6 +237,28 @@ auto WithGeometryAttrs(Binding binding) {
 }
 
 using ffi::AnyBuffer;
+
+}  // namespace
+
+// For the Python side, at trace time: 1 if the forward and both gradients of this convolution get
+// optimised oneDNN kernels, 0 if any would run a reference kernel, -1 if oneDNN rejects it. `geometry`
+// holds the 16 Geometry fields in order (bias as 0/1); `bf16` selects bfloat16 over float32. Builds
+// and caches the three primitives, so the first training step does not pay for it.
+extern "C" int JaxcarConvIsFast(const int64_t* v, int bf16) {
+  const Geometry g{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
+                   v[13], v[14], v[15] != 0};
+  const auto dt = bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+  try {
+    for (Op op : {Op::kForward, Op::kBackwardData, Op::kBackwardWeights}) {
+      if (IsReference(Cached(op, g, dt).primitive)) return 0;
+    }
+  } catch (const dnnl::error&) {
+    return -1;
+  }
+  return 1;
+}
+
+namespace {
 
 }  // namespace
 
