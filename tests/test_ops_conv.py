@@ -167,3 +167,10 @@ def test_missing_compiler_says_why(monkeypatch, tmp_path):
   monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
   with pytest.raises(native.Unavailable, match=r"cannot run the C\+\+ compiler .*no-such-compiler"):
     native._compile(tmp_path, tmp_path / "lib.so")  # pylint: disable=protected-access
+
+
+def test_unwritable_cache_says_what_to_do(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")  # a file where the cache folder should go
+  with pytest.raises(native.Unavailable, match="JAXCAR_CACHE"):
+    native._compile(tmp_path, blocker / "sub" / "lib.so")  # pylint: disable=protected-access

@@ -36,7 +36,11 @@ class Unavailable(RuntimeError):
 @functools.cache
 def load() -> ctypes.CDLL:
   """Builds (once per version), loads and registers the library; raises Unavailable with the reason."""
-  library = ctypes.CDLL(str(_built_library()))
+  path = _built_library()
+  try:
+    library = ctypes.CDLL(str(path))
+  except OSError as error:
+    raise Unavailable(f"cannot load {path}: {error}") from None
   for target, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
   library.JaxcarConvIsFast.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
@@ -101,7 +105,11 @@ def _compile(prefix: pathlib.Path, library: pathlib.Path) -> None:
   compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
   if compiler is None:
     raise Unavailable("no C++ compiler found (set CXX, or install g++)")
-  library.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    library.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise Unavailable(f"cannot write the build cache {library.parent} ({error.strerror}); "
+                      "point $JAXCAR_CACHE at a writable folder") from None
   partial = library.with_suffix(f".{os.getpid()}.tmp")  # concurrent builders never see half a file
   command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-Wno-return-type",
              f"-I{jax.ffi.include_dir()}", f"-I{prefix / 'include'}", str(SOURCE),
