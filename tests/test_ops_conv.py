@@ -104,8 +104,9 @@ def test_model_gradients_match_xla(monkeypatch, onednn, name):
   ours = grads()
   monkeypatch.setenv("JAXCAR_CPU_CONV", "xla")
   theirs = grads()
+  ours = dict(jax.tree_util.tree_leaves_with_path(ours))
   for path, expected in jax.tree_util.tree_leaves_with_path(theirs):
-    actual = dict(jax.tree_util.tree_leaves_with_path(ours))[path]
+    actual = ours[path]
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(expected))),
                                err_msg=jax.tree_util.keystr(path))
 

@@ -68,10 +68,9 @@ Descs PlainDescs(const Geometry& g, dnnl::memory::data_type dt) {
           g.bias ? dnnl::memory::desc({g.c_out}, dt, Tag::a) : dnnl::memory::desc()};
 }
 
-Descs AnyDescs(const Geometry& g, dnnl::memory::data_type dt) {
-  return {dnnl::memory::desc({g.n, g.c_in, g.h, g.w}, dt, Tag::any),
-          dnnl::memory::desc({g.c_out, g.c_in, g.kh, g.kw}, dt, Tag::any),
-          dnnl::memory::desc({g.n, g.c_out, g.oh, g.ow}, dt, Tag::any), dnnl::memory::desc()};
+// The kernel in whatever layout the primitive prefers (it is small: reordering it per call is cheap).
+dnnl::memory::desc AnyLayoutWeights(const Geometry& g, dnnl::memory::data_type dt) {
+  return dnnl::memory::desc({g.c_out, g.c_in, g.kh, g.kw}, dt, Tag::any);
 }
 
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, const Descs& d) {
@@ -85,7 +84,7 @@ Prepared Build(Op op, const Geometry& g, dnnl::memory::data_type dt) {
   const Descs plain = PlainDescs(g, dt);
   // Activations stay in XLA's NHWC (oneDNN has fast NHWC kernels, and reordering whole activations
   // twice per call costs more than it saves); only the small kernel may take a blocked layout.
-  const Descs chosen{plain.src, AnyDescs(g, dt).weights, plain.dst, plain.bias};
+  const Descs chosen{plain.src, AnyLayoutWeights(g, dt), plain.dst, plain.bias};
   auto forward = ForwardDesc(g, chosen);
   switch (op) {
     case Op::kForward:
