@@ -12,10 +12,10 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import layers
+from jaxcar.models import activations, layers
 
 ACTIVATIONS = {
-    "leaky_relu": functools.partial(nn.leaky_relu, negative_slope=0.3),  # Keras LeakyReLU default
+    "leaky_relu": functools.partial(activations.leaky_relu, negative_slope=0.3),  # Keras LeakyReLU default
     "relu": nn.relu,
 }
 

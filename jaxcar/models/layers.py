@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxcar.models import activations
 from jaxcar.ops import conv
 
 Dtype = Any
@@ -62,7 +63,7 @@ class PReLU(nn.Module):
   @nn.compact
   def __call__(self, x):
     slope = self.param("slope", nn.initializers.constant(0.25), (), jnp.float32)
-    return jnp.where(x >= 0, x, slope.astype(self.dtype) * x)
+    return activations.prelu(x.astype(self.dtype), slope)
 
 
 class Conv(nn.Module):

@@ -18,9 +18,9 @@ import functools
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import layers
+from jaxcar.models import activations, layers
 
-leaky_relu_02 = functools.partial(nn.leaky_relu, negative_slope=0.2)
+leaky_relu_02 = functools.partial(activations.leaky_relu, negative_slope=0.2)
 DISCRIMINATOR_DESIGNS = {
     "as_coded": (128, 128, 256, 256, 512),
     "readme": (64, 128, 128, 256, 256, 512),
