@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcar.models import activations
+from jaxcar.ops import activations
 
 
 def _operands(dtype, shape=(4, 16, 16, 64)):

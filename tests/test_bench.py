@@ -1,5 +1,7 @@
 """Smoke runs of the benchmarks (tiny shapes, no timing assertions) and the pieces they rely on."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -15,6 +17,12 @@ def test_interleaved_runs_every_contender_in_rotation():
                                warmup=1)
   assert set(seconds) == {"a", "b"}
   assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+
+
+def test_speedup_is_the_median_of_per_round_ratios():
+  ours = np.array([1.0, 2.0, 1.0, 4.0, 1.0])
+  theirs = np.array([2.0, 2.0, 3.0, 4.0, 1.0])  # per round 2, 1, 3, 1, 1; the ratio of medians is 2.0
+  assert common.speedup(ours, theirs) == "**1.00x** (1.00-2.00)"
 
 
 def test_report_appends_table_with_command(tmp_path):
@@ -51,7 +59,7 @@ def test_step_benchmark_smoke(tmp_path, capsys):
              "--patch_size=16", "--repeats=1", "--peak_size=64"])
   out = capsys.readouterr().out
   assert out.count("| arcnn color=grey |") == 2 and "qcn color=grey num_blocks=1" in out
-  assert "x** |" in out  # a JAX / PyTorch ratio was computed
+  assert re.search(r"\*\*\d+\.\d\dx\*\* \(\d+\.\d\d-\d+\.\d\d\) \|", out)  # a JAX / PyTorch ratio was computed
 
 
 def test_restore_benchmark_smoke(capsys):

@@ -1,5 +1,6 @@
 """The oneDNN convolution custom calls against XLA's convolution: values, gradients, dispatch, errors."""
 
+import os
 import platform
 import sys
 
@@ -13,7 +14,7 @@ import flax.linen as nn
 
 from jaxcar import models
 from jaxcar.models import layers
-from jaxcar.ops import conv, native
+from jaxcar.ops import activations, conv, native
 
 ONEDNN_EXPECTED = sys.platform == "linux" and platform.machine() == "x86_64"
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -88,6 +89,38 @@ def test_values_and_gradients_match_xla(onednn, geometry, dtype, tolerance, with
     assert _relative_error(e, a) < tolerance
 
 
+@pytest.mark.parametrize("negative_slope", [0.0, 0.3], ids=["relu", "leaky"])
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 2e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[4]], ids=str)
+def test_fused_activation_matches_xla_then_activation(onednn, geometry, dtype, tolerance, negative_slope):
+  """conv + (leaky) ReLU in one oneDNN pass, gradient from the output: as XLA's conv, then the activation."""
+  n, h, w, c_in, c_out, k, stride, padding = geometry
+  rng = np.random.default_rng(3)
+  operands = [jnp.asarray(rng.standard_normal((n, h, w, c_in)), dtype),
+              jnp.asarray(rng.standard_normal((k, k, c_in, c_out)) / k, dtype),
+              jnp.asarray(rng.standard_normal(c_out), dtype)]
+  strides = (stride, stride)
+  reference = lambda x, w, b: activations.apply(
+      _xla(x.astype(jnp.float32), w.astype(jnp.float32), b.astype(jnp.float32), strides, padding), negative_slope)
+  ours = lambda x, w, b: conv.conv2d(x, w, b, strides=strides, padding=padding, negative_slope=negative_slope)
+  assert "@jaxcar_conv_forward_bias(" in jax.jit(ours).lower(*operands).as_text()
+  expected, actual = reference(*operands), jax.jit(ours)(*operands)
+  assert actual.dtype == dtype and _relative_error(expected, actual) < tolerance
+  assert float(jnp.min(actual)) < 0 if negative_slope else float(jnp.min(actual)) == 0
+  expected_grads = jax.grad(_loss(reference), (0, 1, 2))(*operands)
+  actual_grads = jax.jit(jax.grad(_loss(ours), (0, 1, 2)))(*operands)
+  for e, a in zip(expected_grads, actual_grads):
+    assert a.dtype == dtype and _relative_error(e, a) < tolerance
+
+
+def test_negative_slope_below_zero_is_rejected_on_both_paths(monkeypatch):
+  x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
+  for choice in ("xla", "onednn"):
+    monkeypatch.setenv("JAXCAR_CPU_CONV", choice)
+    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
+      conv.conv2d(x, kernel, negative_slope=-0.1)
+
+
 @pytest.mark.parametrize("name", ["arcnn", "dacar3", "qcn", "nogan_generator"])
 def test_model_gradients_match_xla(monkeypatch, onednn, name):
   """A whole network's loss gradient is the same through oneDNN as through XLA."""
@@ -143,6 +176,8 @@ def test_xla_path_is_exactly_flax_conv(monkeypatch, padding, strides):
   variables = ours.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, flax_conv.init(jax.random.key(0), x))
   np.testing.assert_array_equal(ours.apply(variables, x), flax_conv.apply(variables, x))
+  leaky = layers.Conv(8, (9, 9), strides=strides, padding=padding, negative_slope=0.3)
+  np.testing.assert_array_equal(leaky.apply(variables, x), nn.leaky_relu(flax_conv.apply(variables, x), 0.3))
 
 
 def test_most_geometries_get_fast_kernels(onednn):
@@ -153,7 +188,7 @@ def test_most_geometries_get_fast_kernels(onednn):
 
 
 def test_shapes_without_fast_kernels_stay_with_xla(onednn, monkeypatch):
-  monkeypatch.setattr(native, "has_fast_kernels", lambda geometry, bfloat16: False)
+  monkeypatch.setattr(native, "has_fast_kernels", lambda geometry, bfloat16, negative_slope=None: False)
   x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
   assert "jaxcar_conv" not in jax.jit(conv.conv2d).lower(x, kernel).as_text()
 
@@ -175,3 +210,13 @@ def test_unwritable_cache_says_what_to_do(tmp_path):
   blocker.write_text("")  # a file where the cache folder should go
   with pytest.raises(native.Unavailable, match="JAXCAR_CACHE"):
     native._compile(tmp_path, blocker / "sub" / "lib.so")  # pylint: disable=protected-access
+
+
+def test_openmp_wait_policy_is_passive_only_while_the_library_loads(monkeypatch):
+  monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+  with native._openmp_settings():
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+  assert "OMP_WAIT_POLICY" not in os.environ
+  monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+  with native._openmp_settings():
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

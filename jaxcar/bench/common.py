@@ -1,8 +1,9 @@
 """Timing, peak-throughput and reporting helpers shared by the benchmarks.
 
 The machine these run on is usually shared and noisy, so every comparison is *interleaved*: each round
-runs every contender once, in rotating order, and the median over rounds is reported. Two contenders
-then see the same background load, which makes their ratio far steadier than either absolute number.
+runs every contender once, in rotating order; rates are medians over rounds and a ratio is the median
+of the per-round ratios. Two contenders in one round see the same background load, which makes their
+ratio far steadier than either absolute number.
 """
 
 import datetime
@@ -23,6 +24,13 @@ NOTES = Path(__file__).resolve().parents[2] / "BUILD_NOTES.md"
 def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
                 statistic: Callable = np.median) -> dict[str, float]:
   """Seconds per call of each contender (median over rounds), timed in rotating round-robin order."""
+  return {name: float(statistic(t)) for name, t in interleaved_rounds(contenders, repeats, warmup).items()}
+
+
+def interleaved_rounds(contenders: dict[str, Callable[[], object]], repeats: int,
+                       warmup: int = 1) -> dict[str, np.ndarray]:
+  """Seconds of every call, per contender, one per round; each round runs every contender once, the
+  starting contender rotating from round to round."""
   names = list(contenders)
   for name in names:
     for _ in range(warmup):
@@ -34,7 +42,19 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmu
       start = time.perf_counter()
       contenders[name]()
       times[name].append(time.perf_counter() - start)
-  return {name: float(statistic(t)) for name, t in times.items()}
+  return {name: np.asarray(t) for name, t in times.items()}
+
+
+def speedup(ours: np.ndarray, theirs: np.ndarray) -> str:
+  """`theirs / ours` per round: the median and, in brackets, the middle half of the rounds.
+
+  A ratio taken within one round sees one background load, so it is far steadier than a ratio of two
+  medians on a machine whose speed drifts (seen here: the same oneDNN kernel at 3.5 or 13.5 ms from one
+  second to the next). The bracket shows how much the rounds still disagree.
+  """
+  ratios = np.asarray(theirs) / np.asarray(ours)
+  low, mid, high = np.percentile(ratios, [25, 50, 75])
+  return f"**{mid:.2f}x** ({low:.2f}-{high:.2f})"
 
 
 def matmul_peak(dtype: str, size: int = 2048, repeats: int = 10) -> float:

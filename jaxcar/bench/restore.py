@@ -80,12 +80,13 @@ def measure(name: str, dtype: str, height: int, width: int) -> list:
       memory[framework] = max(memory[framework], peak.peak_bytes)
     return call
 
-  seconds = common.interleaved({k: timed(k) for k in runs}, FLAGS.repeats, warmup=0)
+  rounds = common.interleaved_rounds({k: timed(k) for k in runs}, FLAGS.repeats, warmup=0)
+  seconds = {k: float(np.median(t)) for k, t in rounds.items()}
   megapixels = height * width / 1e6
   row = [name, dtype, f"{width}x{height}", f"{megapixels / seconds['jax']:.2f}", f"{memory['jax'] / 2**20:,.0f}"]
   if "torch" in runs:
     row += [f"{megapixels / seconds['torch']:.2f}", f"{memory['torch'] / 2**20:,.0f}",
-            f"**{seconds['torch'] / seconds['jax']:.2f}x**"]
+            common.speedup(rounds["jax"], rounds["torch"])]
   else:
     row += ["-", "-", "-"]
   print(" | ".join(row), flush=True)
@@ -98,7 +99,7 @@ def main(argv):
   sizes = [parse_size(s) for s in FLAGS.sizes]
   rows = [measure(name, dtype, h, w) for dtype in FLAGS.dtypes for name in FLAGS.models for h, w in sizes]
   headers = ["network", "dtype", "image", "JAX MP/s", "JAX peak MiB", "PyTorch MP/s", "PyTorch peak MiB",
-             "JAX / PyTorch"]
+             "JAX / PyTorch (middle half of rounds)"]
   common.report(f"Restore, median of {FLAGS.repeats} interleaved rounds; tiles of {FLAGS.tile} (overlap "
                 f"{FLAGS.overlap}) above {FLAGS.max_whole_pixels / 1e6:g} MP",
                 common.markdown_table(headers, rows), FLAGS.record)

@@ -5,7 +5,8 @@ local device, state donated) with Adam and an MSE loss, its convolutions as `jax
 (oneDNN custom calls on one CPU device; `JAXCAR_CPU_CONV=xla` times XLA's own). PyTorch side: the equivalent network from
 `jaxcar.bench.torch_models`, Adam, MSE, eager, `autocast(bfloat16)` for the bfloat16 rows (float32
 parameters, bf16 compute: the same split as a jaxcar model with `dtype="bfloat16"`). Both run the same
-shapes in alternating rounds; the ratio is JAX speed over PyTorch speed in the same run.
+shapes in alternating rounds; the ratio is JAX speed over PyTorch speed, the median of the per-round
+ratios, with the middle half of the rounds in brackets.
 
 GFLOP/s use XLA's own count of the step compiled with XLA's convolutions (convolutions forward and backward, optimizer), applied
 to both frameworks; MFU is that rate over the best square-matmul rate measured here in the same dtype.
@@ -31,7 +32,7 @@ flags.DEFINE_enum("color", "grey", ["grey", "rgb"], "colour mode, for networks t
 flags.DEFINE_integer("num_blocks", 16, "residual blocks, for networks that have them", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 16, "global batch", flag_values=FLAGS)
 flags.DEFINE_integer("patch_size", 64, "patch side", flag_values=FLAGS)
-flags.DEFINE_integer("repeats", 10, "timed rounds (median reported)", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 15, "timed rounds (medians reported)", flag_values=FLAGS)
 flags.DEFINE_integer("peak_size", 2048, "side of the square matmul that measures the peak", flag_values=FLAGS)
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: one per core)", flag_values=FLAGS)
 flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md", flag_values=FLAGS)
@@ -120,15 +121,16 @@ def measure(name: str, dtype: str, peak: float) -> list:
   contenders = {"jax": JaxStep(model, batch)}
   if name in torch_models.FACTORIES:
     contenders["torch"] = TorchStep(name, options, batch, dtype)
-  seconds = common.interleaved(contenders, FLAGS.repeats, warmup=2)
+  rounds = common.interleaved_rounds(contenders, FLAGS.repeats, warmup=2)
   flops = contenders["jax"].flops
+  seconds = {k: float(np.median(t)) for k, t in rounds.items()}
   rate = {k: FLAGS.batch_size / s for k, s in seconds.items()}
   gflops = {k: flops / s / 1e9 for k, s in seconds.items()}
   described = name + "".join(f" {k}={v}" for k, v in options.items() if k != "dtype")
   row = [described, dtype, f"{rate['jax']:.1f}", f"{gflops['jax']:.0f}", f"{gflops['jax'] / peak:.0%}"]
   if "torch" in rate:
     row += [f"{rate['torch']:.1f}", f"{gflops['torch']:.0f}", f"{gflops['torch'] / peak:.0%}",
-            f"**{rate['jax'] / rate['torch']:.2f}x**"]
+            common.speedup(rounds["jax"], rounds["torch"])]
   else:
     row += ["-", "-", "-", "-"]
   print(" | ".join(row), flush=True)
@@ -147,7 +149,7 @@ def main(argv):
     print(f"matmul peak {dtype}: {peaks[dtype]:.0f} GFLOP/s", flush=True)
     rows += [measure(name, dtype, peaks[dtype]) for name in names]
   headers = ["network", "dtype", "JAX patches/s", "JAX GFLOP/s", "JAX MFU", "PyTorch patches/s",
-             "PyTorch GFLOP/s", "PyTorch MFU", "JAX / PyTorch"]
+             "PyTorch GFLOP/s", "PyTorch MFU", "JAX / PyTorch (middle half of rounds)"]
   peak_text = ", ".join(f"{d} {p:.0f} GFLOP/s" for d, p in peaks.items())
   common.report(f"Train step, batch {FLAGS.batch_size} of {FLAGS.patch_size}x{FLAGS.patch_size}, median of "
                 f"{FLAGS.repeats} interleaved rounds; matmul peak {peak_text}",

@@ -19,9 +19,8 @@ class CARCNN(nn.Module):
     x = x.astype(self.dtype)
     spec = ((9, 64), (7, 32), (1, 16), (5, 1))
     for i, (kernel, features) in enumerate(spec):
+      relu = i < len(spec) - 1 or self.final_relu
       x = layers.Conv(features, (kernel, kernel), padding="SAME", kernel_init=layers.truncated_normal_2sigma(0.1),
-                  bias_init=nn.initializers.constant(0.1), dtype=self.dtype, param_dtype=jnp.float32,
-                  name=f"conv{i + 1}")(x)
-      if i < len(spec) - 1 or self.final_relu:
-        x = nn.relu(x)
+                      bias_init=nn.initializers.constant(0.1), dtype=self.dtype, param_dtype=jnp.float32,
+                      name=f"conv{i + 1}", negative_slope=0.0 if relu else None)(x)
     return x

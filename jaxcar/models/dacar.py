@@ -6,17 +6,17 @@ here); the authors' MatConvNet test script ran them with plain ReLU (`activation
 gives ~7 dB with the released weights (spec/reference_numbers.md).
 """
 
-import functools
 from typing import Sequence
 
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import activations, layers
+from jaxcar.models import layers
 
+# Each activation as the negative slope the convolution before it applies (layers.Conv.negative_slope).
 ACTIVATIONS = {
-    "leaky_relu": functools.partial(activations.leaky_relu, negative_slope=0.3),  # Keras LeakyReLU default
-    "relu": nn.relu,
+    "leaky_relu": 0.3,  # Keras LeakyReLU default
+    "relu": 0.0,
 }
 
 # (kernel, features) of every layer; the last one is linear. Param counts in the comments.
@@ -27,13 +27,14 @@ DIRECT_LAYERS = {
 }
 
 
-def _keras_conv(features, kernel, dtype, name):
+def _keras_conv(features, kernel, dtype, name, negative_slope=None):
   # Keras 'same' at stride 1 with odd kernels is symmetric, like Flax 'SAME'.
   return layers.Conv(features, (kernel, kernel), padding="SAME", kernel_init=layers.keras205_he_normal,
-                 bias_init=nn.initializers.zeros, dtype=dtype, param_dtype=jnp.float32, name=name)
+                     bias_init=nn.initializers.zeros, dtype=dtype, param_dtype=jnp.float32, name=name,
+                     negative_slope=negative_slope)
 
 
-def _activation(name: str):
+def _negative_slope(name: str) -> float:
   if name not in ACTIVATIONS:
     raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}")
   return ACTIVATIONS[name]
@@ -47,12 +48,11 @@ class DACAR(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    act = _activation(self.activation)
+    slope = _negative_slope(self.activation)
     x = x.astype(self.dtype)
     for i, (kernel, features) in enumerate(self.layer_spec):
-      x = _keras_conv(features, kernel, self.dtype, f"conv{i + 1}")(x)
-      if i < len(self.layer_spec) - 1:
-        x = act(x)
+      hidden = i < len(self.layer_spec) - 1
+      x = _keras_conv(features, kernel, self.dtype, f"conv{i + 1}", slope if hidden else None)(x)
     return x
 
 
@@ -63,11 +63,11 @@ class SACAR6(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    act = _activation(self.activation)
-    conv = lambda features, kernel, name: _keras_conv(features, kernel, self.dtype, name)
-    c1 = act(conv(32, 9, "conv1")(x.astype(self.dtype)))
-    c2 = act(conv(32, 5, "conv2")(c1))
-    x = act(conv(32, 5, "conv3")(jnp.concatenate([c1, c2], axis=-1)))
+    slope = _negative_slope(self.activation)
+    conv = lambda features, kernel, name: _keras_conv(features, kernel, self.dtype, name, slope)
+    c1 = conv(32, 9, "conv1")(x.astype(self.dtype))
+    c2 = conv(32, 5, "conv2")(c1)
+    x = conv(32, 5, "conv3")(jnp.concatenate([c1, c2], axis=-1))
     for name in ("conv4", "conv5", "conv6"):
-      x = act(conv(32, 5, name)(x))
-    return conv(1, 5, "conv7")(x)
+      x = conv(32, 5, name)(x)
+    return _keras_conv(1, 5, self.dtype, "conv7")(x)

@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import activations
-from jaxcar.ops import conv
+from jaxcar.ops import activations, conv
 
 Dtype = Any
 
@@ -68,7 +67,8 @@ class PReLU(nn.Module):
 
 class Conv(nn.Module):
   """`nn.Conv` for 2-D NHWC inputs (same arguments, parameters and result), computed by
-  `jaxcar.ops.conv.conv2d`: oneDNN with the bias fused on a single CPU device, XLA elsewhere."""
+  `jaxcar.ops.conv.conv2d`: oneDNN with the bias fused on a single CPU device, XLA elsewhere; can also
+  apply a (leaky) ReLU to its result."""
   features: int
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)
@@ -78,6 +78,9 @@ class Conv(nn.Module):
   bias_init: Any = nn.initializers.zeros
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
+  # None: a linear output, as nn.Conv; 0.0: ReLU; > 0: leaky ReLU with that slope. Applied to the
+  # result, fused into the convolution on the oneDNN path (`conv.conv2d`).
+  negative_slope: float | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -85,22 +88,25 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return conv.conv2d(x, kernel, bias, strides=self.strides, padding=self.padding)
+    return conv.conv2d(x, kernel, bias, strides=self.strides, padding=self.padding,
+                       negative_slope=self.negative_slope)
 
 
 def torch_conv(features: int, kernel: int, *, stride: int = 1, padding: int | None = None, use_bias: bool = True,
                kernel_init=torch_default_kernel, bias_init=None, in_features: int | None = None,
-               dtype: Dtype = jnp.float32, name: str | None = None) -> Conv:
+               dtype: Dtype = jnp.float32, name: str | None = None,
+               negative_slope: float | None = None) -> Conv:
   """A Conv with PyTorch semantics: symmetric integer padding (default (k-1)//2) and torch default init.
 
-  `in_features` is needed only for torch's default bias init, whose bound depends on fan-in.
+  `in_features` is needed only for torch's default bias init, whose bound depends on fan-in;
+  `negative_slope` is Conv's (an activation applied to the result).
   """
   pad = (kernel - 1) // 2 if padding is None else padding
   if bias_init is None:
     bias_init = torch_default_bias(in_features * kernel * kernel) if in_features else nn.initializers.zeros
   return Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                 use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+              use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+              param_dtype=jnp.float32, name=name, negative_slope=negative_slope)
 
 
 def pixel_shuffle(x, factor: int = 2):

@@ -18,20 +18,23 @@ import functools
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import activations, layers
+from jaxcar.models import layers
+from jaxcar.ops import activations
 
-leaky_relu_02 = functools.partial(activations.leaky_relu, negative_slope=0.2)
+LEAKY_SLOPE = 0.2
+leaky_relu_02 = functools.partial(activations.leaky_relu, negative_slope=LEAKY_SLOPE)
 DISCRIMINATOR_DESIGNS = {
     "as_coded": (128, 128, 256, 256, 512),
     "readme": (64, 128, 128, 256, 256, 512),
 }
 
 
-def _keras_conv(features, dtype, name, stride=1):
-  # Keras Conv2D defaults: GlorotUniform kernels, zero biases.
+def _keras_conv(features, dtype, name, stride=1, leaky=False):
+  # Keras Conv2D defaults: GlorotUniform kernels, zero biases. leaky=True applies LeakyReLU(0.2) to the
+  # result (fused into the convolution on the oneDNN path).
   return layers.Conv(features, (3, 3), strides=(stride, stride), padding="SAME", dtype=dtype,
-                 param_dtype=jnp.float32, kernel_init=nn.initializers.glorot_uniform(),
-                 bias_init=nn.initializers.zeros, name=name)
+                     param_dtype=jnp.float32, kernel_init=nn.initializers.glorot_uniform(),
+                     bias_init=nn.initializers.zeros, name=name, negative_slope=LEAKY_SLOPE if leaky else None)
 
 
 class DenseBlock(nn.Module):
@@ -39,11 +42,11 @@ class DenseBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x0):
-    a1 = leaky_relu_02(_keras_conv(64, self.dtype, "conv1")(x0))
+    a1 = _keras_conv(64, self.dtype, "conv1", leaky=True)(x0)
     c1 = jnp.concatenate([x0, a1], axis=-1)
-    a2 = leaky_relu_02(_keras_conv(64, self.dtype, "conv2")(c1))
+    a2 = _keras_conv(64, self.dtype, "conv2", leaky=True)(c1)
     c2 = jnp.concatenate([x0, c1, a2], axis=-1)
-    a3 = leaky_relu_02(_keras_conv(64, self.dtype, "conv3")(c2))
+    a3 = _keras_conv(64, self.dtype, "conv3", leaky=True)(c2)
     c3 = jnp.concatenate([x0, c1, c2, a3], axis=-1)
     return _keras_conv(64, self.dtype, "conv4")(c3) + x0
 
@@ -54,10 +57,10 @@ class Generator(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = leaky_relu_02(_keras_conv(64, self.dtype, "conv_first")(x.astype(self.dtype)))
+    x = _keras_conv(64, self.dtype, "conv_first", leaky=True)(x.astype(self.dtype))
     for i in range(self.dense_blocks):
       x = DenseBlock(self.dtype, name=f"dense_block{i + 1}")(x)
-    x = leaky_relu_02(_keras_conv(64, self.dtype, "conv_body")(x))
+    x = _keras_conv(64, self.dtype, "conv_body", leaky=True)(x)
     return nn.sigmoid(_keras_conv(3, self.dtype, "conv_last")(x))
 
 
@@ -74,7 +77,7 @@ class Discriminator(nn.Module):
     if self.design == "as_coded":
       x = leaky_relu_02(x)  # the original applies the activation to the input, not to the first conv
     for i, features in enumerate(DISCRIMINATOR_DESIGNS[self.design]):
-      x = leaky_relu_02(_keras_conv(features, self.dtype, f"conv{i + 1}", stride=2)(x))
+      x = _keras_conv(features, self.dtype, f"conv{i + 1}", stride=2, leaky=True)(x)
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32,
                               kernel_init=nn.initializers.glorot_uniform())
     x = leaky_relu_02(dense(1024, name="dense1")(x))

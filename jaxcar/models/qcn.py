@@ -14,10 +14,12 @@ from jaxcar.models import layers
 GLOBAL_SIZE = 112  # QGCN's global branch is asserted to take a 112x112 image
 
 
-def _conv(features, kernel, dtype, name, *, stride=1, use_bias=False):
+def _conv(features, kernel, dtype, name, *, stride=1, use_bias=False, relu=False):
   # Spec §4.1: conv weights N(0, sqrt(2/(k*k*out))), biases 0; 4x4 stride-2 convs pad 1 symmetrically.
+  # relu=True applies a ReLU to the result (fused into the convolution on the oneDNN path).
   return layers.torch_conv(features, kernel, stride=stride, padding=1, use_bias=use_bias,
-                           kernel_init=layers.qcn_kernel, bias_init=nn.initializers.zeros, dtype=dtype, name=name)
+                           kernel_init=layers.qcn_kernel, bias_init=nn.initializers.zeros, dtype=dtype, name=name,
+                           negative_slope=0.0 if relu else None)
 
 
 class ResidualBlock(nn.Module):
@@ -28,7 +30,7 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.relu(_conv(self.features, 3, self.dtype, "conv1")(x))
+    y = _conv(self.features, 3, self.dtype, "conv1", relu=True)(x)
     y = _conv(self.features, 3, self.dtype, "conv2")(y)
     return x + y * self.res_scale
 
@@ -56,7 +58,7 @@ class QCN(nn.Module):
     _check_even(x)
     x = x.astype(self.dtype)
     skip = _conv(self.features, 3, self.dtype, "conv_input")(x)
-    x = nn.relu(_conv(self.features, 4, self.dtype, "downscale_0", stride=2)(skip))
+    x = _conv(self.features, 4, self.dtype, "downscale_0", stride=2, relu=True)(skip)
     for i in range(self.num_blocks):
       x = ResidualBlock(self.features, dtype=self.dtype, name=f"residual_{i}")(x)
     x = _conv(self.features, 3, self.dtype, "conv_mid")(x)
@@ -77,11 +79,11 @@ class QGCN(nn.Module):
     _check_even(x)
     g = self._global_features(global_image)
     x = _conv(self.features, 3, self.dtype, "conv_input")(x.astype(self.dtype))
-    x = nn.relu(_conv(self.features, 4, self.dtype, "downscale_0", stride=2)(x))
+    x = _conv(self.features, 4, self.dtype, "downscale_0", stride=2, relu=True)(x)
     x = self._residual_group(x, "residual1")
     g = jnp.broadcast_to(g[:, None, None, :], x.shape[:3] + g.shape[-1:])
     x = jnp.concatenate([x, g], axis=-1)  # local channels first, global second
-    x = nn.relu(_conv(self.features, 3, self.dtype, "conv_res_mid", use_bias=True)(x))
+    x = _conv(self.features, 3, self.dtype, "conv_res_mid", use_bias=True, relu=True)(x)
     x = self._residual_group(x, "residual2")
     x = _conv(self.features, 3, self.dtype, "conv_mid")(x)
     x = _upscale(x, self.features, self.dtype)
@@ -101,8 +103,7 @@ class QGCN(nn.Module):
     for i, features in enumerate((32, 32, 64, 64, 128, 128, 128, 128)):
       stride_two = i % 2 == 0
       x = _conv(features, 4 if stride_two else 3, self.dtype, f"conv_global_{2 * i}",
-                stride=2 if stride_two else 1, use_bias=True)(x)
-      x = nn.relu(x)
+                stride=2 if stride_two else 1, use_bias=True, relu=True)(x)
     x = layers.flatten_channels_first(x)  # PyTorch view(-1, 6272) flattens (c, h, w)
     dense = lambda features, fan_in, name: nn.Dense(
         features, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=layers.torch_default_kernel,

@@ -18,25 +18,35 @@ import os
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxcar.ops import native
+from jaxcar.ops import activations, native
 
 CHOICES = ("auto", "onednn", "xla")
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME"):
-  """x (N, H, W, C_in) * kernel (KH, KW, C_in, C_out) [+ bias (C_out,)], padding as `lax` takes it."""
+def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slope=None):
+  """x (N, H, W, C_in) * kernel (KH, KW, C_in, C_out) [+ bias (C_out,)], padding as `lax` takes it,
+  then `activations.apply(., negative_slope)`: none (None), ReLU (0) or a leaky ReLU (> 0).
+
+  On the oneDNN path the activation is fused into the convolution (one pass over the output instead
+  of three) and its gradient is taken from the output, which is all the backward pass keeps.
+  """
   if not (use_onednn() and x.dtype in (jnp.float32, jnp.bfloat16)):
-    return conv2d_xla(x, kernel, bias, strides, padding)
+    return activations.apply(conv2d_xla(x, kernel, bias, strides, padding), negative_slope)
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
   (top, bottom), (left, right) = padding
   geometry = (*map(int, strides), int(top), int(bottom), int(left), int(right))
+  if negative_slope is not None:
+    negative_slope = float(negative_slope)
+    activations.apply(x[:0], negative_slope)  # rejects a negative slope here, as the XLA path does
   if not native.has_fast_kernels(_full_geometry(x.shape, kernel.shape, geometry, bias is not None),
-                                 x.dtype == jnp.bfloat16):
-    return conv2d_xla(x, kernel, bias, strides, padding)
-  return onednn_conv(x, kernel.astype(x.dtype), None if bias is None else bias.astype(x.dtype), geometry)
+                                 x.dtype == jnp.bfloat16, negative_slope):
+    return activations.apply(conv2d_xla(x, kernel, bias, strides, padding), negative_slope)
+  return onednn_conv(x, kernel.astype(x.dtype), None if bias is None else bias.astype(x.dtype), geometry,
+                     negative_slope)
 
 
 def conv2d_xla(x, kernel, bias, strides, padding):
@@ -68,22 +78,27 @@ def _full_geometry(x_shape, w_shape, geometry, bias: bool) -> tuple[int, ...]:
   return (*x_shape, *w_shape[:2], w_shape[3], *_output_hw(x_shape, w_shape, geometry), *geometry, int(bias))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def onednn_conv(x, w, b, geometry):
-  """The convolution as a custom call; geometry = (stride_h, stride_w, top, bottom, left, right)."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def onednn_conv(x, w, b, geometry, negative_slope=None):
+  """The convolution (+ activation) as a custom call; geometry = (stride_h, stride_w, top, bottom,
+  left, right); negative_slope as in `conv2d`."""
   height, width = _output_hw(x.shape, w.shape, geometry)
   out = jax.ShapeDtypeStruct((x.shape[0], height, width, w.shape[3]), x.dtype)
+  fused = {"activation": int(negative_slope is not None), "negative_slope": np.float32(negative_slope or 0.0)}
   if b is None:
-    return _call("jaxcar_conv_forward", out, geometry, x, w)
-  return _call("jaxcar_conv_forward_bias", out, geometry, x, w, b)
+    return _call("jaxcar_conv_forward", out, geometry, x, w, **fused)
+  return _call("jaxcar_conv_forward_bias", out, geometry, x, w, b, **fused)
 
 
-def _forward(x, w, b, geometry):
-  return onednn_conv(x, w, b, geometry), (x, w, b is not None)
+def _forward(x, w, b, geometry, negative_slope):
+  y = onednn_conv(x, w, b, geometry, negative_slope)
+  return y, (x, w, b is not None, None if negative_slope is None else y)
 
 
-def _backward(geometry, residuals, dy):
-  x, w, has_bias = residuals
+def _backward(geometry, negative_slope, residuals, dy):
+  x, w, has_bias, y = residuals
+  if negative_slope is not None:
+    dy = activations.output_gradient(y, dy, negative_slope)
   dx = _call("jaxcar_conv_backward_data", _like(x), geometry, dy, w)
   if not has_bias:
     return dx, _call("jaxcar_conv_backward_weights", _like(w), geometry, x, dy), None
@@ -99,8 +114,8 @@ def _like(array):
   return jax.ShapeDtypeStruct(array.shape, array.dtype)
 
 
-def _call(target, out, geometry, *operands):
+def _call(target, out, geometry, *operands, **attributes):
   stride_h, stride_w, top, bottom, left, right = geometry
   call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
   return call(*operands, stride_h=stride_h, stride_w=stride_w, pad_top=top, pad_bottom=bottom,
-              pad_left=left, pad_right=right)
+              pad_left=left, pad_right=right, **attributes)

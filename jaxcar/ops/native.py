@@ -7,6 +7,7 @@ at install keeps jaxcar a pure-Python package that installs anywhere; where ther
 oneDNN the convolutions fall back to XLA's own, with one logged line saying why.
 """
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -38,24 +39,27 @@ def load() -> ctypes.CDLL:
   """Builds (once per version), loads and registers the library; raises Unavailable with the reason."""
   path = _built_library()
   try:
-    library = ctypes.CDLL(str(path))
+    with _openmp_settings():
+      library = ctypes.CDLL(str(path))
   except OSError as error:
     raise Unavailable(f"cannot load {path}: {error}") from None
   for target, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
-  library.JaxcarConvIsFast.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
+  library.JaxcarConvIsFast.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int, ctypes.c_int, ctypes.c_float]
   library.JaxcarConvIsFast.restype = ctypes.c_int
   return library
 
 
 @functools.cache
-def has_fast_kernels(geometry: tuple[int, ...], bfloat16: bool) -> bool:
+def has_fast_kernels(geometry: tuple[int, ...], bfloat16: bool, negative_slope: float | None = None) -> bool:
   """Whether oneDNN has optimised (not reference) kernels for this convolution and its gradients.
 
-  geometry: (N, H, W, C_in, KH, KW, C_out, OH, OW, stride_h, stride_w, top, bottom, left, right, bias).
+  geometry: (N, H, W, C_in, KH, KW, C_out, OH, OW, stride_h, stride_w, top, bottom, left, right, bias);
+  negative_slope: the forward's fused activation, as `conv.conv2d` takes it.
   """
   values = (ctypes.c_int64 * len(geometry))(*geometry)
-  verdict = load().JaxcarConvIsFast(values, int(bfloat16))
+  verdict = load().JaxcarConvIsFast(values, int(bfloat16), int(negative_slope is not None),
+                                    negative_slope or 0.0)
   if verdict != 1:
     logging.info("oneDNN has no fast kernel for convolution %s (%s); using XLA's", geometry,
                  "bfloat16" if bfloat16 else "float32")
@@ -71,6 +75,25 @@ def available() -> bool:
     logging.warning("oneDNN convolutions unavailable, using XLA's: %s", error)
     return False
   return True
+
+
+@contextlib.contextmanager
+def _openmp_settings():
+  """Environment read by oneDNN's OpenMP runtime when it loads with the library, and only then.
+
+  OpenMP workers spin for a while after each parallel region by default; between two oneDNN calls
+  that spinning takes the cores from XLA's own threads (the activations, the optimizer), so here they
+  sleep at once (a few % faster steps, BUILD_NOTES.md). A policy set in the environment is kept; the
+  environment is left as it was, so other OpenMP runtimes (PyTorch's) that load later are unaffected.
+  """
+  added = "OMP_WAIT_POLICY" not in os.environ
+  if added:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+  try:
+    yield
+  finally:
+    if added:
+      del os.environ["OMP_WAIT_POLICY"]
 
 
 def _onednn_prefix() -> pathlib.Path:

@@ -32,10 +32,14 @@ struct Geometry {
   int64_t oh, ow;            // output spatial size
   int64_t stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right;
   bool bias;                 // forward adds a bias; the weight gradient also gives the bias gradient
+  // Forward only: a (leaky) ReLU applied to the result in the same pass, y = z > 0 ? z : slope * z.
+  // The gradients never fuse it (the Python side applies its derivative), so they ignore both.
+  bool activation = false;
+  float negative_slope = 0.0f;
 
   auto Key() const {
     return std::make_tuple(n, h, w, c_in, kh, kw, c_out, oh, ow, stride_h, stride_w, pad_top,
-                           pad_bottom, pad_left, pad_right, bias);
+                           pad_bottom, pad_left, pad_right, bias, activation, negative_slope);
   }
 };
 
@@ -73,11 +77,18 @@ dnnl::memory::desc AnyLayoutWeights(const Geometry& g, dnnl::memory::data_type d
   return dnnl::memory::desc({g.c_out, g.c_in, g.kh, g.kw}, dt, Tag::any);
 }
 
-dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, const Descs& d) {
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, const Descs& d,
+                                                      bool with_activation) {
+  dnnl::primitive_attr attr;
+  if (with_activation && g.activation) {
+    dnnl::post_ops post_ops;
+    post_ops.append_eltwise(dnnl::algorithm::eltwise_relu, g.negative_slope, 0.0f);
+    attr.set_post_ops(post_ops);
+  }
   return dnnl::convolution_forward::primitive_desc(
       Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src,
       d.weights, d.bias, d.dst, {g.stride_h, g.stride_w}, {g.pad_top, g.pad_left},
-      {g.pad_bottom, g.pad_right});
+      {g.pad_bottom, g.pad_right}, attr);
 }
 
 Prepared Build(Op op, const Geometry& g, dnnl::memory::data_type dt) {
@@ -85,12 +96,14 @@ Prepared Build(Op op, const Geometry& g, dnnl::memory::data_type dt) {
   // Activations stay in XLA's NHWC (oneDNN has fast NHWC kernels, and reordering whole activations
   // twice per call costs more than it saves); only the small kernel may take a blocked layout.
   const Descs chosen{plain.src, AnyLayoutWeights(g, dt), plain.dst, plain.bias};
-  auto forward = ForwardDesc(g, chosen);
+  auto forward = ForwardDesc(g, chosen, false);  // the gradients' hint: the convolution alone
   switch (op) {
-    case Op::kForward:
-      return {dnnl::convolution_forward(forward), plain.src, plain.weights, plain.dst,
-              forward.src_desc(), forward.weights_desc(), forward.dst_desc(),
+    case Op::kForward: {
+      auto fused = ForwardDesc(g, chosen, true);
+      return {dnnl::convolution_forward(fused), plain.src, plain.weights, plain.dst,
+              fused.src_desc(), fused.weights_desc(), fused.dst_desc(),
               DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, plain.bias, g.bias ? DNNL_ARG_BIAS : 0};
+    }
     case Op::kBackwardData: {
       dnnl::convolution_backward_data::primitive_desc pd(
           Engine(), dnnl::algorithm::convolution_direct, chosen.src, chosen.weights, chosen.dst,
@@ -189,16 +202,21 @@ Geometry Make(ffi::AnyBuffer::Dimensions input, ffi::AnyBuffer::Dimensions kerne
 }
 
 ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, int64_t sh,
-                   int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
-  const Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, false);
+                   int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t activation,
+                   float negative_slope) {
+  Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, false);
+  g.activation = activation != 0;
+  g.negative_slope = negative_slope;
   return Run(Op::kForward, g, x.element_type(), x.untyped_data(), w.untyped_data(),
              y->untyped_data());
 }
 
 ffi::Error ForwardBias(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b,
                        ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw, int64_t pt,
-                       int64_t pb, int64_t pl, int64_t pr) {
-  const Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, true);
+                       int64_t pb, int64_t pl, int64_t pr, int64_t activation, float negative_slope) {
+  Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, true);
+  g.activation = activation != 0;
+  g.negative_slope = negative_slope;
   return Run(Op::kForward, g, x.element_type(), x.untyped_data(), w.untyped_data(),
              y->untyped_data(), b.untyped_data());
 }
@@ -235,21 +253,34 @@ auto WithGeometryAttrs(Binding binding) {
       .template Attr<int64_t>("pad_right");
 }
 
+template <typename Binding>
+auto WithActivationAttrs(Binding binding) {
+  return std::move(binding).template Attr<int64_t>("activation").template Attr<float>("negative_slope");
+}
+
 using ffi::AnyBuffer;
 
 }  // namespace
 
 // For the Python side, at trace time: 1 if the forward and both gradients of this convolution get
 // optimised oneDNN kernels, 0 if any would run a reference kernel, -1 if oneDNN rejects it. `geometry`
-// holds the 16 Geometry fields in order (bias as 0/1); `bf16` selects bfloat16 over float32. Builds
-// and caches the three primitives, so the first training step does not pay for it.
-extern "C" int JaxcarConvIsFast(const int64_t* v, int bf16) {
-  const Geometry g{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
-                   v[13], v[14], v[15] != 0};
+// holds the first 16 Geometry fields in order (bias as 0/1); `bf16` selects bfloat16 over float32;
+// `activation` and `negative_slope` describe the forward's fused activation. Builds and caches the
+// three primitives, so the first training step does not pay for it.
+extern "C" int JaxcarConvIsFast(const int64_t* v, int bf16, int activation, float negative_slope) {
+  Geometry g{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
+             v[13], v[14], v[15] != 0};
+  g.activation = activation != 0;
+  g.negative_slope = negative_slope;
   const auto dt = bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+  // The gradients are built and cached without the activation, which they never fuse.
+  Geometry plain = g;
+  plain.activation = false;
+  plain.negative_slope = 0.0f;
   try {
-    for (Op op : {Op::kForward, Op::kBackwardData, Op::kBackwardWeights}) {
-      if (IsReference(Cached(op, g, dt).primitive)) return 0;
+    if (IsReference(Cached(Op::kForward, g, dt).primitive)) return 0;
+    for (Op op : {Op::kBackwardData, Op::kBackwardWeights}) {
+      if (IsReference(Cached(op, plain, dt).primitive)) return 0;
     }
   } catch (const dnnl::error&) {
     return -1;
@@ -257,17 +288,14 @@ extern "C" int JaxcarConvIsFast(const int64_t* v, int bf16) {
   return 1;
 }
 
-namespace {
-
-}  // namespace
-
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     JaxcarConvForward, Forward,
-    WithGeometryAttrs(ffi::Ffi::Bind().Arg<AnyBuffer>().Arg<AnyBuffer>().Ret<AnyBuffer>()));
+    WithActivationAttrs(WithGeometryAttrs(ffi::Ffi::Bind().Arg<AnyBuffer>().Arg<AnyBuffer>().Ret<AnyBuffer>())));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     JaxcarConvForwardBias, ForwardBias,
-    WithGeometryAttrs(ffi::Ffi::Bind().Arg<AnyBuffer>().Arg<AnyBuffer>().Arg<AnyBuffer>().Ret<AnyBuffer>()));
+    WithActivationAttrs(WithGeometryAttrs(
+        ffi::Ffi::Bind().Arg<AnyBuffer>().Arg<AnyBuffer>().Arg<AnyBuffer>().Ret<AnyBuffer>())));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     JaxcarConvBackwardData, BackwardData,

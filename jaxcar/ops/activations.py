@@ -49,3 +49,23 @@ def _leaky_relu_backward(negative_slope, x, dy):
 
 
 leaky_relu.defvjp(_leaky_relu_forward, _leaky_relu_backward)
+
+
+def output_gradient(y, dy, negative_slope: float):
+  """The input gradient of `relu` (negative_slope 0) or `leaky_relu`, from the activation's output.
+
+  With a slope >= 0 the output has the input's sign, so the output alone decides the branch: a fused
+  convolution + activation then keeps only its output for the backward pass.
+  """
+  if negative_slope == 0:
+    return jnp.where(y > 0, dy, jnp.zeros_like(dy))  # jax.nn.relu's gradient: 0 at 0
+  return jnp.where(y >= 0, dy, negative_slope * dy)
+
+
+def apply(y, negative_slope: float | None):
+  """No activation (None), `jax.nn.relu` (0) or `leaky_relu` with that slope."""
+  if negative_slope is None:
+    return y
+  if negative_slope < 0:
+    raise ValueError(f"negative_slope must be >= 0 (or None), got {negative_slope}")
+  return jax.nn.relu(y) if negative_slope == 0 else leaky_relu(y, negative_slope)
