@@ -1,6 +1,5 @@
 """The oneDNN convolution custom calls against XLA's convolution: values, gradients, dispatch, errors."""
 
-import os
 import platform
 import sys
 
@@ -211,12 +210,3 @@ def test_unwritable_cache_says_what_to_do(tmp_path):
   with pytest.raises(native.Unavailable, match="JAXCAR_CACHE"):
     native._compile(tmp_path, blocker / "sub" / "lib.so")  # pylint: disable=protected-access
 
-
-def test_openmp_wait_policy_is_passive_only_while_the_library_loads(monkeypatch):
-  monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-  with native._openmp_settings():
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-  assert "OMP_WAIT_POLICY" not in os.environ
-  monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-  with native._openmp_settings():
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -7,7 +7,6 @@ at install keeps jaxcar a pure-Python package that installs anywhere; where ther
 oneDNN the convolutions fall back to XLA's own, with one logged line saying why.
 """
 
-import contextlib
 import ctypes
 import functools
 import hashlib
@@ -39,8 +38,7 @@ def load() -> ctypes.CDLL:
   """Builds (once per version), loads and registers the library; raises Unavailable with the reason."""
   path = _built_library()
   try:
-    with _openmp_settings():
-      library = ctypes.CDLL(str(path))
+    library = ctypes.CDLL(str(path))
   except OSError as error:
     raise Unavailable(f"cannot load {path}: {error}") from None
   for target, symbol in TARGETS.items():
@@ -75,25 +73,6 @@ def available() -> bool:
     logging.warning("oneDNN convolutions unavailable, using XLA's: %s", error)
     return False
   return True
-
-
-@contextlib.contextmanager
-def _openmp_settings():
-  """Environment read by oneDNN's OpenMP runtime when it loads with the library, and only then.
-
-  OpenMP workers spin for a while after each parallel region by default; between two oneDNN calls
-  that spinning takes the cores from XLA's own threads (the activations, the optimizer), so here they
-  sleep at once (a few % faster steps, BUILD_NOTES.md). A policy set in the environment is kept; the
-  environment is left as it was, so other OpenMP runtimes (PyTorch's) that load later are unaffected.
-  """
-  added = "OMP_WAIT_POLICY" not in os.environ
-  if added:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-  try:
-    yield
-  finally:
-    if added:
-      del os.environ["OMP_WAIT_POLICY"]
 
 
 def _onednn_prefix() -> pathlib.Path:
