@@ -112,6 +112,35 @@ def test_fused_activation_matches_xla_then_activation(onednn, geometry, dtype, t
     assert a.dtype == dtype and _relative_error(e, a) < tolerance
 
 
+@pytest.mark.parametrize("slope", [0.25, 0.0, -0.1], ids=["positive", "zero", "negative"])
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 2e-5), (jnp.bfloat16, 2e-2)])
+def test_fused_prelu_matches_xla_then_prelu(onednn, dtype, tolerance, slope):
+  """conv + bias + PReLU in one oneDNN pass. A positive slope takes its gradients from the output
+  alone; zero and negative slopes recompute the pre-activation. Both give the unfused gradients."""
+  rng = np.random.default_rng(4)
+  operands = [jnp.asarray(rng.standard_normal((2, 17, 19, 3)), dtype),
+              jnp.asarray(rng.standard_normal((3, 3, 3, 8)) / 3, dtype),
+              jnp.asarray(rng.standard_normal(8), dtype), jnp.float32(slope)]
+  reference = lambda x, w, b, s: activations.prelu(
+      _xla(x.astype(jnp.float32), w.astype(jnp.float32), b.astype(jnp.float32), (1, 1), "SAME"), s)
+  ours = lambda x, w, b, s: conv.conv2d(x, w, b, prelu_slope=s)
+  assert "@jaxcar_conv_forward_bias_prelu(" in jax.jit(ours).lower(*operands).as_text()
+  expected, actual = reference(*operands), jax.jit(ours)(*operands)
+  assert actual.dtype == dtype and _relative_error(expected, actual) < tolerance
+  expected_grads = jax.grad(_loss(reference), (0, 1, 2, 3))(*operands)
+  actual_grads = jax.jit(jax.grad(_loss(ours), (0, 1, 2, 3)))(*operands)
+  for e, a in zip(expected_grads, actual_grads):
+    assert _relative_error(e, a) < tolerance
+
+
+def test_prelu_models_fuse_their_prelus(onednn):
+  """ARCNN's three PReLUs ride on the convolutions before them (the shipped restorer's likewise)."""
+  model = models.create("arcnn", color="grey")
+  variables = models.init(model, jax.random.key(0), 16, 16)
+  text = jax.jit(model.apply).lower(variables, jnp.ones((1, 16, 16, 1))).as_text()
+  assert text.count("@jaxcar_conv_forward_bias_prelu(") == 3
+
+
 def test_negative_slope_below_zero_is_rejected_on_both_paths(monkeypatch):
   x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
   for choice in ("xla", "onednn"):
@@ -120,7 +149,7 @@ def test_negative_slope_below_zero_is_rejected_on_both_paths(monkeypatch):
       conv.conv2d(x, kernel, negative_slope=-0.1)
 
 
-@pytest.mark.parametrize("name", ["arcnn", "dacar3", "qcn", "nogan_generator"])
+@pytest.mark.parametrize("name", ["arcnn", "dacar3", "qcn", "nogan_generator", "restorer"])
 def test_model_gradients_match_xla(monkeypatch, onednn, name):
   """A whole network's loss gradient is the same through oneDNN as through XLA."""
   options = {k: v for k, v in {"num_blocks": 2, "color": "grey"}.items() if k in models.options(name)}

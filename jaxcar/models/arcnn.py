@@ -20,8 +20,8 @@ class ARCNN(nn.Module):
     x = x.astype(self.dtype)
     hidden = [(64, 9, self.channels), (32, 7, 64), (16, 1, 32)]
     for i, (features, kernel, in_features) in enumerate(hidden):
-      x = layers.torch_conv(features, kernel, kernel_init=layers.normal(0.001), in_features=in_features,
-                            dtype=self.dtype, name=f"base_{2 * i}")(x)
-      x = layers.PReLU(dtype=self.dtype, name=f"base_{2 * i + 1}")(x)
+      conv = layers.torch_conv(features, kernel, kernel_init=layers.normal(0.001), in_features=in_features,
+                               dtype=self.dtype, name=f"base_{2 * i}")
+      x = layers.PReLU(dtype=self.dtype, name=f"base_{2 * i + 1}").after(conv, x)
     return layers.torch_conv(self.channels, 5, kernel_init=layers.normal(0.001), in_features=16,
                              dtype=self.dtype, name="last")(x)

@@ -59,10 +59,15 @@ class PReLU(nn.Module):
   """PyTorch `nn.PReLU()`: one slope shared by all channels, initialised to 0.25."""
   dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    self.slope = self.param("slope", nn.initializers.constant(0.25), (), jnp.float32)
+
   def __call__(self, x):
-    slope = self.param("slope", nn.initializers.constant(0.25), (), jnp.float32)
-    return activations.prelu(x.astype(self.dtype), slope)
+    return activations.prelu(x.astype(self.dtype), self.slope)
+
+  def after(self, conv: "Conv", x):
+    """This PReLU applied to `conv(x)`: the same result, fused into the convolution where it can be."""
+    return conv(x, prelu_slope=self.slope).astype(self.dtype)
 
 
 class Conv(nn.Module):
@@ -83,13 +88,14 @@ class Conv(nn.Module):
   negative_slope: float | None = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, prelu_slope=None):
+    """`prelu_slope` (a float32 scalar): a PReLU applied to the result instead (see `PReLU.after`)."""
     shape = (*self.kernel_size, x.shape[-1], self.features)
     kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     return conv.conv2d(x, kernel, bias, strides=self.strides, padding=self.padding,
-                       negative_slope=self.negative_slope)
+                       negative_slope=self.negative_slope, prelu_slope=prelu_slope)
 
 
 def torch_conv(features: int, kernel: int, *, stride: int = 1, padding: int | None = None, use_bias: bool = True,

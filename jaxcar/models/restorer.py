@@ -32,8 +32,8 @@ class ConvUnit(nn.Module):
   def __call__(self, x):
     prelu = layers.PReLU(dtype=self.dtype, name="prelu")  # shared by both activations, as shipped
     x = _conv(self.features, 3, self.in_features, self.dtype, "conv1")(x)
-    x = prelu(_conv(self.features, 3, self.features, self.dtype, "conv2")(x))
-    return prelu(_conv(self.features, 3, self.features, self.dtype, "conv3")(x))
+    x = prelu.after(_conv(self.features, 3, self.features, self.dtype, "conv2"), x)
+    return prelu.after(_conv(self.features, 3, self.features, self.dtype, "conv3"), x)
 
 
 class Restorer(nn.Module):
@@ -54,7 +54,7 @@ class Restorer(nn.Module):
     for i, width in enumerate(UNIT_WIDTHS):
       x = ConvUnit(width, in_features, self.dtype, name=f"convUnit{i + 1}")(x)
       in_features = width
-    x = layers.PReLU(dtype=self.dtype, name="prelu")(_conv(16, 1, 32, self.dtype, "conv1")(x))
+    x = layers.PReLU(dtype=self.dtype, name="prelu").after(_conv(16, 1, 32, self.dtype, "conv1"), x)
     return _conv(3, 5, 16, self.dtype, "conv2")(x)
 
   def _readme(self, x):

@@ -26,15 +26,20 @@ CHOICES = ("auto", "onednn", "xla")
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slope=None):
+def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slope=None, prelu_slope=None):
   """x (N, H, W, C_in) * kernel (KH, KW, C_in, C_out) [+ bias (C_out,)], padding as `lax` takes it,
-  then `activations.apply(., negative_slope)`: none (None), ReLU (0) or a leaky ReLU (> 0).
+  then `activations.apply(., negative_slope)`: none (None), ReLU (0) or a leaky ReLU (> 0); or, with
+  `prelu_slope` (a float32 scalar, trainable), `activations.prelu(., prelu_slope)`.
 
   On the oneDNN path the activation is fused into the convolution (one pass over the output instead
-  of three) and its gradient is taken from the output, which is all the backward pass keeps.
+  of two or three) and its gradient is taken from the output, which is all the backward pass keeps.
   """
+  if prelu_slope is not None and negative_slope is not None:
+    raise ValueError("give conv2d a negative_slope or a prelu_slope, not both")
+  finish = lambda y: (activations.apply(y, negative_slope) if prelu_slope is None
+                      else activations.prelu(y, prelu_slope))
   if not (use_onednn() and x.dtype in (jnp.float32, jnp.bfloat16)):
-    return activations.apply(conv2d_xla(x, kernel, bias, strides, padding), negative_slope)
+    return finish(conv2d_xla(x, kernel, bias, strides, padding))
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
   (top, bottom), (left, right) = padding
@@ -42,11 +47,16 @@ def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slo
   if negative_slope is not None:
     negative_slope = float(negative_slope)
     activations.apply(x[:0], negative_slope)  # rejects a negative slope here, as the XLA path does
-  if not native.has_fast_kernels(_full_geometry(x.shape, kernel.shape, geometry, bias is not None),
-                                 x.dtype == jnp.bfloat16, negative_slope):
-    return activations.apply(conv2d_xla(x, kernel, bias, strides, padding), negative_slope)
-  return onednn_conv(x, kernel.astype(x.dtype), None if bias is None else bias.astype(x.dtype), geometry,
-                     negative_slope)
+  full = _full_geometry(x.shape, kernel.shape, geometry, bias is not None)
+  bf16 = x.dtype == jnp.bfloat16
+  if not native.has_fast_kernels(full, bf16, negative_slope):
+    return finish(conv2d_xla(x, kernel, bias, strides, padding))
+  kernel, bias = kernel.astype(x.dtype), None if bias is None else bias.astype(x.dtype)
+  if prelu_slope is None:
+    return onednn_conv(x, kernel, bias, geometry, negative_slope)
+  if bias is None or not native.has_fast_kernels(full, bf16, prelu=True):  # fused only with a bias
+    return finish(onednn_conv(x, kernel, bias, geometry, None))
+  return onednn_conv_prelu(x, kernel, bias, jnp.asarray(prelu_slope, jnp.float32), geometry)
 
 
 def conv2d_xla(x, kernel, bias, strides, padding):
@@ -108,6 +118,41 @@ def _backward(geometry, negative_slope, residuals, dy):
 
 
 onednn_conv.defvjp(_forward, _backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def onednn_conv_prelu(x, w, b, slope, geometry):
+  """The convolution, its bias and a PReLU with the float32 scalar `slope`, as one custom call."""
+  height, width = _output_hw(x.shape, w.shape, geometry)
+  out = jax.ShapeDtypeStruct((x.shape[0], height, width, w.shape[3]), x.dtype)
+  return _call("jaxcar_conv_forward_bias_prelu", out, geometry, x, w, b, slope)
+
+
+def _prelu_forward(x, w, b, slope, geometry):
+  y = onednn_conv_prelu(x, w, b, slope, geometry)
+  return y, (x, w, b, slope, y)
+
+
+def _prelu_backward(geometry, residuals, dy):
+  x, w, b, slope, y = residuals
+
+  def from_output(_):
+    # A positive slope keeps the pre-activation's sign, and it is y / slope where negative.
+    keep = y >= 0
+    dz = jnp.where(keep, dy, slope.astype(dy.dtype) * dy)
+    return dz, jnp.sum(jnp.where(keep, 0.0, y.astype(jnp.float32) * dy.astype(jnp.float32))) / slope
+
+  def recomputed(_):
+    # Otherwise the output cannot tell: compute the pre-activation again (rare: slopes start at 0.25).
+    _, vjp = jax.vjp(activations.prelu, onednn_conv(x, w, b, geometry, None), slope)
+    return vjp(dy)
+
+  dz, dslope = lax.cond(slope > 0, from_output, recomputed, None)
+  dx, dw, db = _backward(geometry, None, (x, w, True, None), dz)
+  return dx, dw, db, dslope
+
+
+onednn_conv_prelu.defvjp(_prelu_forward, _prelu_backward)
 
 
 def _like(array):

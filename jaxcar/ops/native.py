@@ -24,6 +24,7 @@ import jax
 SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
 TARGETS = {"jaxcar_conv_forward": "JaxcarConvForward",
            "jaxcar_conv_forward_bias": "JaxcarConvForwardBias",
+           "jaxcar_conv_forward_bias_prelu": "JaxcarConvForwardBiasPrelu",
            "jaxcar_conv_backward_data": "JaxcarConvBackwardData",
            "jaxcar_conv_backward_weights": "JaxcarConvBackwardWeights",
            "jaxcar_conv_backward_weights_bias": "JaxcarConvBackwardWeightsBias"}
@@ -49,15 +50,16 @@ def load() -> ctypes.CDLL:
 
 
 @functools.cache
-def has_fast_kernels(geometry: tuple[int, ...], bfloat16: bool, negative_slope: float | None = None) -> bool:
+def has_fast_kernels(geometry: tuple[int, ...], bfloat16: bool, negative_slope: float | None = None,
+                     prelu: bool = False) -> bool:
   """Whether oneDNN has optimised (not reference) kernels for this convolution and its gradients.
 
   geometry: (N, H, W, C_in, KH, KW, C_out, OH, OW, stride_h, stride_w, top, bottom, left, right, bias);
-  negative_slope: the forward's fused activation, as `conv.conv2d` takes it.
+  negative_slope: the forward's fused activation, as `conv.conv2d` takes it; prelu: a fused PReLU.
   """
   values = (ctypes.c_int64 * len(geometry))(*geometry)
-  verdict = load().JaxcarConvIsFast(values, int(bfloat16), int(negative_slope is not None),
-                                    negative_slope or 0.0)
+  activation = 2 if prelu else int(negative_slope is not None)
+  verdict = load().JaxcarConvIsFast(values, int(bfloat16), activation, negative_slope or 0.0)
   if verdict != 1:
     logging.info("oneDNN has no fast kernel for convolution %s (%s); using XLA's", geometry,
                  "bfloat16" if bfloat16 else "float32")

@@ -25,6 +25,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 enum class Op { kForward, kBackwardData, kBackwardWeights };
+enum Activation : int64_t { kNone = 0, kLeaky = 1, kPrelu = 2 };
 
 struct Geometry {
   int64_t n, h, w, c_in;     // input (N, H, W, C_in)
@@ -32,9 +33,10 @@ struct Geometry {
   int64_t oh, ow;            // output spatial size
   int64_t stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right;
   bool bias;                 // forward adds a bias; the weight gradient also gives the bias gradient
-  // Forward only: a (leaky) ReLU applied to the result in the same pass, y = z > 0 ? z : slope * z.
-  // The gradients never fuse it (the Python side applies its derivative), so they ignore both.
-  bool activation = false;
+  // Forward only: an activation applied to the result in the same pass, y = z > 0 ? z : slope * z,
+  // with the slope fixed (kLeaky: ReLU at 0) or a runtime operand (kPrelu). The gradients never fuse
+  // it (the Python side applies its derivative), so they ignore both fields.
+  int64_t activation = 0;  // Activation below
   float negative_slope = 0.0f;
 
   auto Key() const {
@@ -59,6 +61,7 @@ struct Prepared {
   int a_arg, b_arg, out_arg;
   dnnl::memory::desc bias_md;                      // 1-D; empty without a bias
   int bias_arg = 0;                                // the bias (forward) or its gradient (weights)
+  dnnl::memory::desc slope_md;                     // kPrelu's one float32 slope; empty otherwise
 };
 
 struct Descs {
@@ -80,9 +83,13 @@ dnnl::memory::desc AnyLayoutWeights(const Geometry& g, dnnl::memory::data_type d
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, const Descs& d,
                                                       bool with_activation) {
   dnnl::primitive_attr attr;
-  if (with_activation && g.activation) {
+  if (with_activation && g.activation != kNone) {
     dnnl::post_ops post_ops;
-    post_ops.append_eltwise(dnnl::algorithm::eltwise_relu, g.negative_slope, 0.0f);
+    if (g.activation == kPrelu) {
+      post_ops.append_prelu(0);  // mask 0: one slope for every channel, given at execution
+    } else {
+      post_ops.append_eltwise(dnnl::algorithm::eltwise_relu, g.negative_slope, 0.0f);
+    }
     attr.set_post_ops(post_ops);
   }
   return dnnl::convolution_forward::primitive_desc(
@@ -90,6 +97,8 @@ dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, const D
       d.weights, d.bias, d.dst, {g.stride_h, g.stride_w}, {g.pad_top, g.pad_left},
       {g.pad_bottom, g.pad_right}, attr);
 }
+
+constexpr int kSlopeArg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_WEIGHTS;
 
 Prepared Build(Op op, const Geometry& g, dnnl::memory::data_type dt) {
   const Descs plain = PlainDescs(g, dt);
@@ -102,7 +111,9 @@ Prepared Build(Op op, const Geometry& g, dnnl::memory::data_type dt) {
       auto fused = ForwardDesc(g, chosen, true);
       return {dnnl::convolution_forward(fused), plain.src, plain.weights, plain.dst,
               fused.src_desc(), fused.weights_desc(), fused.dst_desc(),
-              DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, plain.bias, g.bias ? DNNL_ARG_BIAS : 0};
+              DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, plain.bias, g.bias ? DNNL_ARG_BIAS : 0,
+              g.activation == kPrelu ? fused.query_md(dnnl::query::exec_arg_md, kSlopeArg)
+                                     : dnnl::memory::desc()};
     }
     case Op::kBackwardData: {
       dnnl::convolution_backward_data::primitive_desc pd(
@@ -159,9 +170,10 @@ dnnl::memory Input(const dnnl::memory::desc& plain, const dnnl::memory::desc& wa
   return converted;
 }
 
-// `bias` is the forward's bias or the weight gradient's bias gradient (nullptr without one).
+// `bias` is the forward's bias or the weight gradient's bias gradient (nullptr without one); `slope`
+// kPrelu's float32 slope.
 ffi::Error Run(Op op, const Geometry& g, ffi::DataType dtype, void* a, void* b, void* out,
-               void* bias = nullptr) {
+               void* bias = nullptr, void* slope = nullptr) {
   dnnl::memory::data_type dt;
   if (dtype == ffi::DataType::F32) {
     dt = dnnl::memory::data_type::f32;
@@ -184,6 +196,7 @@ ffi::Error Run(Op op, const Geometry& g, ffi::DataType dtype, void* a, void* b, 
     dnnl::memory out_mem = p.plain_out == p.out_md ? user_out : dnnl::memory(p.out_md, Engine());
     std::unordered_map<int, dnnl::memory> args{{p.a_arg, a_mem}, {p.b_arg, b_mem}, {p.out_arg, out_mem}};
     if (p.bias_arg) args.emplace(p.bias_arg, dnnl::memory(p.bias_md, Engine(), bias));
+    if (slope) args.emplace(kSlopeArg, dnnl::memory(p.slope_md, Engine(), slope));
     p.primitive.execute(stream, args);
     if (out_mem != user_out) dnnl::reorder(out_mem, user_out).execute(stream, out_mem, user_out);
     stream.wait();
@@ -205,7 +218,7 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffe
                    int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t activation,
                    float negative_slope) {
   Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, false);
-  g.activation = activation != 0;
+  g.activation = activation != 0 ? kLeaky : kNone;
   g.negative_slope = negative_slope;
   return Run(Op::kForward, g, x.element_type(), x.untyped_data(), w.untyped_data(),
              y->untyped_data());
@@ -215,10 +228,23 @@ ffi::Error ForwardBias(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b,
                        ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw, int64_t pt,
                        int64_t pb, int64_t pl, int64_t pr, int64_t activation, float negative_slope) {
   Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, true);
-  g.activation = activation != 0;
+  g.activation = activation != 0 ? kLeaky : kNone;
   g.negative_slope = negative_slope;
   return Run(Op::kForward, g, x.element_type(), x.untyped_data(), w.untyped_data(),
              y->untyped_data(), b.untyped_data());
+}
+
+// The convolution, its bias and a PReLU with the float32 scalar `slope`, in one pass.
+ffi::Error ForwardBiasPrelu(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::AnyBuffer slope,
+                            ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw, int64_t pt,
+                            int64_t pb, int64_t pl, int64_t pr) {
+  if (slope.element_type() != ffi::DataType::F32 || slope.element_count() != 1) {
+    return ffi::Error::InvalidArgument("jaxcar oneDNN convolution: the PReLU slope is one float32");
+  }
+  Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, true);
+  g.activation = kPrelu;
+  return Run(Op::kForward, g, x.element_type(), x.untyped_data(), w.untyped_data(),
+             y->untyped_data(), b.untyped_data(), slope.untyped_data());
 }
 
 ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
@@ -265,17 +291,17 @@ using ffi::AnyBuffer;
 // For the Python side, at trace time: 1 if the forward and both gradients of this convolution get
 // optimised oneDNN kernels, 0 if any would run a reference kernel, -1 if oneDNN rejects it. `geometry`
 // holds the first 16 Geometry fields in order (bias as 0/1); `bf16` selects bfloat16 over float32;
-// `activation` and `negative_slope` describe the forward's fused activation. Builds and caches the
-// three primitives, so the first training step does not pay for it.
+// `activation` (0 none, 1 fixed slope, 2 PReLU) and `negative_slope` describe the forward's fused
+// activation. Builds and caches the three primitives, so the first training step does not pay for it.
 extern "C" int JaxcarConvIsFast(const int64_t* v, int bf16, int activation, float negative_slope) {
   Geometry g{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
              v[13], v[14], v[15] != 0};
-  g.activation = activation != 0;
+  g.activation = activation;
   g.negative_slope = negative_slope;
   const auto dt = bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
   // The gradients are built and cached without the activation, which they never fuse.
   Geometry plain = g;
-  plain.activation = false;
+  plain.activation = kNone;
   plain.negative_slope = 0.0f;
   try {
     if (IsReference(Cached(Op::kForward, g, dt).primitive)) return 0;
@@ -296,6 +322,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     JaxcarConvForwardBias, ForwardBias,
     WithActivationAttrs(WithGeometryAttrs(
         ffi::Ffi::Bind().Arg<AnyBuffer>().Arg<AnyBuffer>().Arg<AnyBuffer>().Ret<AnyBuffer>())));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxcarConvForwardBiasPrelu, ForwardBiasPrelu,
+    WithGeometryAttrs(ffi::Ffi::Bind().Arg<AnyBuffer>().Arg<AnyBuffer>().Arg<AnyBuffer>().Arg<AnyBuffer>()
+                          .Ret<AnyBuffer>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     JaxcarConvBackwardData, BackwardData,
