@@ -62,10 +62,15 @@ def output_gradient(y, dy, negative_slope: float):
   return jnp.where(y >= 0, dy, negative_slope * dy)
 
 
+def check_negative_slope(negative_slope: float | None) -> None:
+  """Fused activations need a slope >= 0 (the output must keep the input's sign); None is none."""
+  if negative_slope is not None and negative_slope < 0:
+    raise ValueError(f"negative_slope must be >= 0 (or None), got {negative_slope}")
+
+
 def apply(y, negative_slope: float | None):
   """No activation (None), `jax.nn.relu` (0) or `leaky_relu` with that slope."""
+  check_negative_slope(negative_slope)
   if negative_slope is None:
     return y
-  if negative_slope < 0:
-    raise ValueError(f"negative_slope must be >= 0 (or None), got {negative_slope}")
   return jax.nn.relu(y) if negative_slope == 0 else leaky_relu(y, negative_slope)

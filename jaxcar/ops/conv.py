@@ -1,10 +1,11 @@
-"""`conv2d`: a 2-D NHWC convolution (+ bias), through oneDNN on a single CPU device, XLA elsewhere.
+"""`conv2d`: a 2-D NHWC convolution (+ bias, + an optional activation), through oneDNN on a single CPU
+device, XLA elsewhere.
 
-On one CPU device the convolution, its bias and both gradients run as oneDNN custom calls
-(`onednn_conv.cc`): the library PyTorch uses on CPU, about 2x faster to train than XLA's CPU
-convolutions (BUILD_NOTES.md, Performance). Everywhere else (GPU, TPU, several devices) it is
-`lax.conv_general_dilated` plus the bias, exactly what `nn.Conv` computes, so the program there is
-unchanged.
+On one CPU device the convolution, its bias, a following ReLU / leaky ReLU / PReLU, and both gradients
+run as oneDNN custom calls (`onednn_conv.cc`): the library PyTorch uses on CPU, about 2x faster to
+train than XLA's CPU convolutions (BUILD_NOTES.md, Performance). Everywhere else (GPU, TPU, several
+devices) it is `lax.conv_general_dilated` plus the bias (what `nn.Conv` computes), then the activation
+from `activations.py`, so the program there is unchanged.
 
 A convolution for which oneDNN has only its reference kernels (100-1000x slower) stays with XLA,
 decided per shape when tracing. `JAXCAR_CPU_CONV` chooses: `auto` (default, as above), `onednn` (also
@@ -44,9 +45,8 @@ def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slo
     padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
   (top, bottom), (left, right) = padding
   geometry = (*map(int, strides), int(top), int(bottom), int(left), int(right))
-  if negative_slope is not None:
-    negative_slope = float(negative_slope)
-    activations.apply(x[:0], negative_slope)  # rejects a negative slope here, as the XLA path does
+  activations.check_negative_slope(negative_slope)
+  negative_slope = None if negative_slope is None else float(negative_slope)
   full = _full_geometry(x.shape, kernel.shape, geometry, bias is not None)
   bf16 = x.dtype == jnp.bfloat16
   if not native.has_fast_kernels(full, bf16, negative_slope):
