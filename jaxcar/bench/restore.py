@@ -42,10 +42,10 @@ class TorchPredictor:
   """Same call signature as `inference.Predictor`: an (H, W, C) float32 image -> (H, W, C_out) numpy."""
 
   def __init__(self, net, dtype: str):
-    self.net, self.autocast = net.eval(), dtype == "bfloat16"
+    self.net, self.autocast = net.to(memory_format=torch.channels_last).eval(), dtype == "bfloat16"
 
   def __call__(self, image: np.ndarray, global_image=None) -> np.ndarray:
-    batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]  # channels-last strides
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
       out = self.net(batch)
     return out[0].float().permute(1, 2, 0).numpy()

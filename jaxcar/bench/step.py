@@ -3,7 +3,7 @@
 JAX side: `jaxcar.training.steps.make_train_step` (the step training runs: jitted, sharded over every
 local device, state donated) with Adam and an MSE loss, its convolutions as `jaxcar.ops.conv` picks them
 (oneDNN custom calls on one CPU device; `JAXCAR_CPU_CONV=xla` times XLA's own). PyTorch side: the equivalent network from
-`jaxcar.bench.torch_models`, Adam, MSE, eager, `autocast(bfloat16)` for the bfloat16 rows (float32
+`jaxcar.bench.torch_models`, channels-last, Adam, MSE, eager, `autocast(bfloat16)` for the bfloat16 rows (float32
 parameters, bf16 compute: the same split as a jaxcar model with `dtype="bfloat16"`). Both run the same
 shapes in alternating rounds; the ratio is JAX speed over PyTorch speed, the median of the per-round
 ratios, with the middle half of the rounds in brackets.
@@ -95,13 +95,15 @@ def _cost(compiled) -> dict:
 
 
 class TorchStep:
-  """The same step in eager PyTorch (NCHW, the layout its CPU convolutions expect)."""
+  """The same step in eager PyTorch, channels-last (model and batch): PyTorch's fastest CPU layout for
+  convolutions. In the default NCHW a 2-channel input (QCN grey) makes every layer reorder its
+  activations, 1.26x (f32) to 1.58x (bf16) slower for qcn-16 here (BUILD_NOTES.md)."""
 
   def __init__(self, name: str, options: dict, batch: dict, dtype: str):
-    self.net = torch_models.create(name, **options)
+    self.net = torch_models.create(name, **options).to(memory_format=torch.channels_last)
     self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-4)
-    self.inputs = torch.from_numpy(batch["inputs"]).permute(0, 3, 1, 2).contiguous()
-    self.targets = torch.from_numpy(batch["targets"]).permute(0, 3, 1, 2).contiguous()
+    channels_last = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    self.inputs, self.targets = channels_last(batch["inputs"]), channels_last(batch["targets"])
     self.autocast = dtype == "bfloat16"
 
   def __call__(self):
