@@ -133,6 +133,16 @@ def test_fused_prelu_matches_xla_then_prelu(onednn, dtype, tolerance, slope):
     assert _relative_error(e, a) < tolerance
 
 
+def test_prelu_without_a_bias_runs_after_the_convolution(onednn):
+  rng = np.random.default_rng(5)
+  x, w = jnp.asarray(rng.standard_normal((2, 9, 9, 3)), jnp.float32), jnp.asarray(rng.standard_normal((3, 3, 3, 4)))
+  ours = lambda x, w, s: conv.conv2d(x, w, prelu_slope=s)
+  text = jax.jit(ours).lower(x, w, jnp.float32(0.2)).as_text()
+  assert "@jaxcar_conv_forward(" in text and "jaxcar_conv_forward_bias_prelu" not in text
+  expected = activations.prelu(_xla(x, w, None, (1, 1), "SAME"), jnp.float32(0.2))
+  assert _relative_error(expected, jax.jit(ours)(x, w, jnp.float32(0.2))) < 2e-5
+
+
 def test_prelu_models_fuse_their_prelus(onednn):
   """ARCNN's three PReLUs ride on the convolutions before them (the shipped restorer's likewise)."""
   model = models.create("arcnn", color="grey")

@@ -73,7 +73,7 @@ class PReLU(nn.Module):
 class Conv(nn.Module):
   """`nn.Conv` for 2-D NHWC inputs (same arguments, parameters and result), computed by
   `jaxcar.ops.conv.conv2d`: oneDNN with the bias fused on a single CPU device, XLA elsewhere; can also
-  apply a (leaky) ReLU to its result."""
+  apply a (leaky) ReLU (`negative_slope`) or a PReLU (`PReLU.after`) to its result."""
   features: int
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)

@@ -25,10 +25,19 @@ def _prelu_forward(x, slope):
 
 def _prelu_backward(residuals, dy):
   x, slope = residuals
+  dx, dslope = prelu_gradients(x, dy, slope)
+  return dx, dslope.astype(slope.dtype)
+
+
+def prelu_gradients(x, dy, slope):
+  """PReLU's input gradient (one pass) and slope gradient (summed in float32) at input `x`.
+
+  Also right for any `x` with the input's sign that is the input times a constant c where negative:
+  the slope gradient then comes out times c (a fused convolution passes the output, c = slope).
+  """
   keep = x >= 0
   dx = jnp.where(keep, dy, slope.astype(dy.dtype) * dy)
-  dslope = jnp.sum(jnp.where(keep, 0.0, x.astype(jnp.float32) * dy.astype(jnp.float32)))
-  return dx, dslope.astype(slope.dtype)
+  return dx, jnp.sum(jnp.where(keep, 0.0, x.astype(jnp.float32) * dy.astype(jnp.float32)))
 
 
 prelu.defvjp(_prelu_forward, _prelu_backward)
@@ -45,7 +54,7 @@ def _leaky_relu_forward(x, negative_slope):
 
 
 def _leaky_relu_backward(negative_slope, x, dy):
-  return (jnp.where(x >= 0, dy, negative_slope * dy),)
+  return (output_gradient(x, dy, negative_slope),)  # input and output share their sign
 
 
 leaky_relu.defvjp(_leaky_relu_forward, _leaky_relu_backward)

@@ -47,16 +47,15 @@ def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slo
   geometry = (*map(int, strides), int(top), int(bottom), int(left), int(right))
   activations.check_negative_slope(negative_slope)
   negative_slope = None if negative_slope is None else float(negative_slope)
-  full = _full_geometry(x.shape, kernel.shape, geometry, bias is not None)
-  bf16 = x.dtype == jnp.bfloat16
-  if not native.has_fast_kernels(full, bf16, negative_slope):
+  fused_prelu = prelu_slope is not None and bias is not None  # the PReLU custom call takes a bias
+  if not native.has_fast_kernels(_full_geometry(x.shape, kernel.shape, geometry, bias is not None),
+                                 x.dtype == jnp.bfloat16, negative_slope, prelu=fused_prelu):
     return finish(conv2d_xla(x, kernel, bias, strides, padding))
   kernel, bias = kernel.astype(x.dtype), None if bias is None else bias.astype(x.dtype)
-  if prelu_slope is None:
-    return onednn_conv(x, kernel, bias, geometry, negative_slope)
-  if bias is None or not native.has_fast_kernels(full, bf16, prelu=True):  # fused only with a bias
-    return finish(onednn_conv(x, kernel, bias, geometry, None))
-  return onednn_conv_prelu(x, kernel, bias, jnp.asarray(prelu_slope, jnp.float32), geometry)
+  if fused_prelu:
+    return onednn_conv_prelu(x, kernel, bias, jnp.asarray(prelu_slope, jnp.float32), geometry)
+  y = onednn_conv(x, kernel, bias, geometry, negative_slope)  # (leaky) ReLU fused; a PReLU after it
+  return y if prelu_slope is None else activations.prelu(y, prelu_slope)
 
 
 def conv2d_xla(x, kernel, bias, strides, padding):
@@ -138,14 +137,12 @@ def _prelu_backward(geometry, residuals, dy):
 
   def from_output(_):
     # A positive slope keeps the pre-activation's sign, and it is y / slope where negative.
-    keep = y >= 0
-    dz = jnp.where(keep, dy, slope.astype(dy.dtype) * dy)
-    return dz, jnp.sum(jnp.where(keep, 0.0, y.astype(jnp.float32) * dy.astype(jnp.float32))) / slope
+    dz, dslope = activations.prelu_gradients(y, dy, slope)
+    return dz, dslope / slope
 
   def recomputed(_):
     # Otherwise the output cannot tell: compute the pre-activation again (rare: slopes start at 0.25).
-    _, vjp = jax.vjp(activations.prelu, onednn_conv(x, w, b, geometry, None), slope)
-    return vjp(dy)
+    return activations.prelu_gradients(onednn_conv(x, w, b, geometry, None), dy, slope)
 
   dz, dslope = lax.cond(slope > 0, from_output, recomputed, None)
   dx, dw, db = _backward(geometry, None, (x, w, True, None), dz)
