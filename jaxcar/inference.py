@@ -26,7 +26,7 @@ import numpy as np
 import safetensors.numpy
 from flax import linen as nn
 
-from jaxcar import convert, models
+from jaxcar import convert, host_memory, models
 from jaxcar.models import qcn
 from jaxcar.data import prepare
 
@@ -282,6 +282,7 @@ def run_cli(main: Callable[[list[str]], None]) -> None:
   from absl import app, logging  # pylint: disable=import-outside-toplevel
 
   def guarded(argv):
+    host_memory.for_jax_on_cpu()  # before JAX's backend starts
     try:
       main(argv)
     except USER_ERRORS as error:

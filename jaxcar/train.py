@@ -36,7 +36,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; progress lines are printed
   if not _WORKDIR.value:
     sys.exit("error: --workdir is required (a folder for checkpoints and metrics; rerun to resume)")
+  from jaxcar import host_memory  # pylint: disable=import-outside-toplevel
   from jaxcar.training import distributed, loop  # pylint: disable=import-outside-toplevel
+  host_memory.for_jax_on_cpu()  # before JAX's backend starts
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -21,7 +21,7 @@ import optax
 import torch
 from absl import flags
 
-from jaxcar import models
+from jaxcar import host_memory, models
 from jaxcar.bench import common, torch_models
 from jaxcar.training import losses, steps
 
@@ -140,6 +140,7 @@ def measure(name: str, dtype: str, peak: float) -> list:
 
 
 def main(argv):
+  host_memory.for_jax_on_cpu()  # as training does; PyTorch's allocations share the setting
   FLAGS(argv)
   if FLAGS.batch_size % jax.device_count():
     raise SystemExit(f"--batch_size={FLAGS.batch_size} must be a multiple of the {jax.device_count()} devices")
