@@ -57,26 +57,22 @@ def speedup(ours: np.ndarray, theirs: np.ndarray) -> str:
   return f"**{mid:.2f}x** ({low:.2f}-{high:.2f})"
 
 
-def matmul_peak(dtype: str, size: int = 2048, repeats: int = 10) -> float:
-  """The best GFLOP/s a plain square matmul reaches here, JAX or PyTorch, in `dtype`.
+def matmul_calls(dtype: str, size: int = 2048) -> tuple[dict[str, Callable[[], object]], float]:
+  """JAX's and PyTorch's square matmul in `dtype` as contenders, and its FLOP count.
 
   bfloat16 inputs accumulate in float32 (what both frameworks' convolutions do), so the peak is the
-  one a bf16 training step could at best approach. It is the denominator of the reported MFU, so it
-  takes the fastest call, not the median: on a loaded machine a median peak understates the hardware.
+  one a bf16 training step could at best approach. It is the denominator of the reported MFU, so take
+  the fastest call, not the median: on a loaded machine a median peak understates the hardware.
   """
   import jax
   import jax.numpy as jnp
   import torch
 
-  flops = 2.0 * size ** 3
-  jax_dtype = jnp.dtype(dtype)
-  a = jnp.ones((size, size), jax_dtype)
+  a = jnp.ones((size, size), jnp.dtype(dtype))
   jax_mm = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-  torch_dtype = getattr(torch, dtype)
-  t = torch.ones(size, size, dtype=torch_dtype)
-  seconds = interleaved({"jax": lambda: jax_mm(a, a).block_until_ready(), "torch": lambda: torch.mm(t, t)},
-                        repeats, statistic=np.min)
-  return flops / min(seconds.values()) / 1e9
+  t = torch.ones(size, size, dtype=getattr(torch, dtype))
+  calls = {"matmul jax": lambda: jax_mm(a, a).block_until_ready(), "matmul torch": lambda: torch.mm(t, t)}
+  return calls, 2.0 * size ** 3
 
 
 class PeakMemory:
