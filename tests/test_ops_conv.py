@@ -198,6 +198,12 @@ def test_sharded_batch_through_onednn_is_correct(onednn):
 def test_auto_uses_xla_on_several_devices_and_elsewhere(monkeypatch):
   monkeypatch.setenv("JAXCAR_CPU_CONV", "auto")
   assert jax.local_device_count() == 8 and not conv.use_onednn()
+  # One device per process, several processes (a gloo CPU cluster): still several devices.
+  monkeypatch.setattr(jax, "local_device_count", lambda: 1)
+  monkeypatch.setattr(jax, "device_count", lambda: 2)
+  assert not conv.use_onednn()
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
+  assert conv.use_onednn() == native.available()
   monkeypatch.setenv("JAXCAR_CPU_CONV", "xla")
   assert not conv.use_onednn()
   text = jax.jit(conv.conv2d).lower(jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))).as_text()

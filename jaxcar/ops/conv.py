@@ -9,8 +9,9 @@ from `activations.py`, so the program there is unchanged.
 
 A convolution for which oneDNN has only its reference kernels (100-1000x slower) stays with XLA,
 decided per shape when tracing. `JAXCAR_CPU_CONV` chooses: `auto` (default, as above), `onednn` (also
-with several CPU devices, whose partitioner then gathers each convolution's operands onto every
-device: correct, not fast) or `xla`. The choice is made when a function is traced.
+with several CPU devices, local or in other processes, whose partitioner then gathers each
+convolution's operands onto every device: correct, but every device computes the whole batch) or
+`xla`. The choice is made when a function is traced.
 """
 
 import functools
@@ -71,7 +72,7 @@ def use_onednn() -> bool:
     raise ValueError(f"JAXCAR_CPU_CONV must be one of {CHOICES}, got {choice!r}")
   if choice == "xla" or jax.default_backend() != "cpu":
     return False
-  if choice == "auto" and jax.local_device_count() > 1:
+  if choice == "auto" and jax.device_count() > 1:  # several processes count too (see the docstring)
     return False
   return native.available()
 
