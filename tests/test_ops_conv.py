@@ -195,6 +195,46 @@ def test_sharded_batch_through_onednn_is_correct(onednn):
     assert _relative_error(e, a) < 2e-5
 
 
+@pytest.mark.parametrize("prelu", [False, True])
+def test_batch_split_over_a_mesh_runs_onednn_on_each_device(onednn, monkeypatch, prelu):
+  """Under batch_split_over (the train step), `auto` runs oneDNN on each device's slice with no
+  gathering; the weight, bias and slope gradients are summed over the devices (else they would be
+  one slice's, and this fails)."""
+  monkeypatch.setenv("JAXCAR_CPU_CONV", "auto")
+  mesh = jax.make_mesh((8,), ("data",))
+  rng = np.random.default_rng(4)
+  x = jax.device_put(jnp.asarray(rng.standard_normal((16, 12, 12, 4)), jnp.float32),
+                     jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 4, 5)), jnp.float32)
+  bias = jnp.asarray(rng.standard_normal((5,)), jnp.float32)
+  slope = jnp.float32(0.25)
+  if prelu:
+    ours_fn = lambda *a: conv.conv2d(*a[:3], prelu_slope=a[3])
+    theirs_fn = lambda x, k, b, s: activations.prelu(_xla(x, k, b, (1, 1), "SAME"), s)
+  else:
+    ours_fn = lambda *a: conv.conv2d(*a[:3], negative_slope=0.0) * a[3]
+    theirs_fn = lambda x, k, b, s: jax.nn.relu(_xla(x, k, b, (1, 1), "SAME")) * s
+
+  def split(*operands):
+    with conv.batch_split_over(mesh):
+      return jax.grad(_loss(ours_fn), (0, 1, 2, 3))(*operands)
+
+  compiled = jax.jit(split).lower(x, kernel, bias, slope).compile().as_text()
+  assert "jaxcar_conv" in compiled and "all-gather" not in compiled
+  ours = jax.jit(split)(x, kernel, bias, slope)
+  theirs = jax.grad(_loss(theirs_fn), (0, 1, 2, 3))(np.asarray(x), kernel, bias, slope)
+  for expected, actual in zip(theirs, ours):
+    assert _relative_error(expected, actual) < 2e-5
+
+
+def test_batch_split_needs_an_even_split(onednn, monkeypatch):
+  monkeypatch.setenv("JAXCAR_CPU_CONV", "auto")
+  mesh = jax.make_mesh((8,), ("data",))
+  with conv.batch_split_over(mesh):
+    text = jax.jit(conv.conv2d).lower(jnp.ones((4, 8, 8, 2)), jnp.ones((3, 3, 2, 2))).as_text()
+  assert "jaxcar_conv" not in text and "convolution" in text
+
+
 def test_auto_uses_xla_on_several_devices_and_elsewhere(monkeypatch):
   monkeypatch.setenv("JAXCAR_CPU_CONV", "auto")
   assert jax.local_device_count() == 8 and not conv.use_onednn()

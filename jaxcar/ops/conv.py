@@ -1,11 +1,12 @@
-"""`conv2d`: a 2-D NHWC convolution (+ bias, + an optional activation), through oneDNN on a single CPU
-device, XLA elsewhere.
+"""`conv2d`: a 2-D NHWC convolution (+ bias, + an optional activation), through oneDNN on CPU devices,
+XLA elsewhere.
 
-On one CPU device the convolution, its bias, a following ReLU / leaky ReLU / PReLU, and both gradients
-run as oneDNN custom calls (`onednn_conv.cc`): the library PyTorch uses on CPU, about 2x faster to
-train than XLA's CPU convolutions (BUILD_NOTES.md, Performance). Everywhere else (GPU, TPU, several
-devices) it is `lax.conv_general_dilated` plus the bias (what `nn.Conv` computes), then the activation
-from `activations.py`, so the program there is unchanged.
+On one CPU device, or on each CPU device's slice of a batch split over a mesh (`batch_split_over`,
+which the train step uses), the convolution, its bias, a following ReLU / leaky ReLU / PReLU, and both
+gradients run as oneDNN custom calls (`onednn_conv.cc`): the library PyTorch uses on CPU, about 2x
+faster to train than XLA's CPU convolutions (BUILD_NOTES.md, Performance). Everywhere else (GPU, TPU,
+several devices without that split) it is `lax.conv_general_dilated` plus the bias (what `nn.Conv`
+computes), then the activation from `activations.py`, so the program there is unchanged.
 
 A convolution for which oneDNN has only its reference kernels (100-1000x slower) stays with XLA,
 decided per shape when tracing. `JAXCAR_CPU_CONV` chooses: `auto` (default, as above), `onednn` (also
@@ -14,12 +15,15 @@ convolution's operands onto every device: correct, but every device computes the
 `xla`. The choice is made when a function is traced.
 """
 
+import contextlib
+import contextvars
 import functools
 import os
 
 import jax
 from jax import lax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from jaxcar.ops import activations, native
@@ -40,7 +44,8 @@ def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slo
     raise ValueError("give conv2d a negative_slope or a prelu_slope, not both")
   finish = lambda y: (activations.apply(y, negative_slope) if prelu_slope is None
                       else activations.prelu(y, prelu_slope))
-  if not (use_onednn() and x.dtype in (jnp.float32, jnp.bfloat16)):
+  mesh = _batch_mesh(x)
+  if not (use_onednn(split=mesh is not None) and x.dtype in (jnp.float32, jnp.bfloat16)):
     return finish(conv2d_xla(x, kernel, bias, strides, padding))
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
@@ -49,14 +54,52 @@ def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slo
   activations.check_negative_slope(negative_slope)
   negative_slope = None if negative_slope is None else float(negative_slope)
   fused_prelu = prelu_slope is not None and bias is not None  # the PReLU custom call takes a bias
-  if not native.has_fast_kernels(_full_geometry(x.shape, kernel.shape, geometry, bias is not None),
+  local_shape = (x.shape[0] // (mesh.size if mesh else 1), *x.shape[1:])
+  if not native.has_fast_kernels(_full_geometry(local_shape, kernel.shape, geometry, bias is not None),
                                  x.dtype == jnp.bfloat16, negative_slope, prelu=fused_prelu):
     return finish(conv2d_xla(x, kernel, bias, strides, padding))
   kernel, bias = kernel.astype(x.dtype), None if bias is None else bias.astype(x.dtype)
-  if fused_prelu:
-    return onednn_conv_prelu(x, kernel, bias, jnp.asarray(prelu_slope, jnp.float32), geometry)
-  y = onednn_conv(x, kernel, bias, geometry, negative_slope)  # (leaky) ReLU fused; a PReLU after it
-  return y if prelu_slope is None else activations.prelu(y, prelu_slope)
+  slope = jnp.asarray(prelu_slope, jnp.float32) if fused_prelu else None
+
+  def local(x, kernel, bias, slope):
+    if fused_prelu:
+      return onednn_conv_prelu(x, kernel, bias, slope, geometry)
+    return onednn_conv(x, kernel, bias, geometry, negative_slope)  # (leaky) ReLU fused
+
+  y = local(x, kernel, bias, slope) if mesh is None else _per_batch_shard(local, mesh, x, kernel, bias, slope)
+  return y if fused_prelu or prelu_slope is None else activations.prelu(y, prelu_slope)
+
+
+@contextlib.contextmanager
+def batch_split_over(mesh: jax.sharding.Mesh):
+  """Convolutions traced inside this block, on a batch split over all of `mesh`'s axes, run oneDNN on
+  each device's slice (`jax.shard_map`). Without it, several devices get XLA's convolutions (`auto`):
+  the custom calls alone would make every device compute the whole batch. The train step traces
+  its forward and backward pass inside it."""
+  token = _BATCH_MESH.set(mesh)
+  try:
+    yield
+  finally:
+    _BATCH_MESH.reset(token)
+
+
+_BATCH_MESH = contextvars.ContextVar("jaxcar_batch_mesh", default=None)
+
+
+def _batch_mesh(x):
+  """The mesh to split x's batch over, or None: no mesh given, one device, or an uneven split."""
+  mesh = _BATCH_MESH.get()
+  if mesh is None or mesh.size == 1 or x.shape[0] % mesh.size:
+    return None
+  return mesh
+
+
+def _per_batch_shard(fn, mesh, x, *replicated):
+  """fn(x, *replicated) on each device's slice of the batch; shard_map's transpose sums the gradients
+  of the replicated operands (weights) over the devices."""
+  batch = P(mesh.axis_names)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(batch,) + (P(),) * len(replicated), out_specs=batch,
+                       check_vma=False)(x, *replicated)
 
 
 def conv2d_xla(x, kernel, bias, strides, padding):
@@ -65,14 +108,15 @@ def conv2d_xla(x, kernel, bias, strides, padding):
   return y if bias is None else y + bias.reshape(1, 1, 1, -1)
 
 
-def use_onednn() -> bool:
-  """Whether convolutions traced now go through oneDNN (see the module docstring)."""
+def use_onednn(split: bool = False) -> bool:
+  """Whether convolutions traced now go through oneDNN (see the module docstring); `split`: per
+  device, on a batch split over a mesh (`batch_split_over`)."""
   choice = os.environ.get("JAXCAR_CPU_CONV", "auto")
   if choice not in CHOICES:
     raise ValueError(f"JAXCAR_CPU_CONV must be one of {CHOICES}, got {choice!r}")
   if choice == "xla" or jax.default_backend() != "cpu":
     return False
-  if choice == "auto" and jax.device_count() > 1:  # several processes count too (see the docstring)
+  if choice == "auto" and jax.device_count() > 1 and not split:  # processes count too (docstring)
     return False
   return native.available()
 

@@ -14,6 +14,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import optax
 
+from jaxcar.ops import conv
+
 DATA_AXIS = "data"
 
 
@@ -79,7 +81,8 @@ def make_train_step(model, tx, loss_fn: Callable, mesh, ema_decay: float = 0.0):
       restored = model.apply({"params": params}, *model_inputs(batch), rngs=rngs)
       return loss_fn(restored.astype(jnp.float32), batch["targets"])
 
-    loss, grads = jax.value_and_grad(loss_of)(state.params)
+    with conv.batch_split_over(mesh):  # oneDNN per device on CPU meshes
+      loss, grads = jax.value_and_grad(loss_of)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(state.ema_params, params, ema_decay) if ema_decay > 0 else None
