@@ -48,8 +48,8 @@ class NoGANTrainer:
     self.perceptual = self._perceptual_loss()
     shard = dict(in_shardings=(steps.replicated(mesh), steps.batch_sharded(mesh)),
                  out_shardings=(steps.replicated(mesh), steps.replicated(mesh)), donate_argnums=0)
-    self._steps = [jax.jit(fn, **shard) for fn in (self._generator_step, self._discriminator_step,
-                                                  self._adversarial_step)]
+    self._steps = [jax.jit(steps.with_split_batch(fn, mesh), **shard)
+                   for fn in (self._generator_step, self._discriminator_step, self._adversarial_step)]
     self._apply = steps.make_apply(self.generator, mesh)
 
   def _adam(self, learning_rate):
