@@ -94,6 +94,8 @@ def measure(name: str, dtype: str, height: int, width: int) -> list:
 
 
 def main(argv):
+  # glibc's malloc defaults on purpose, unlike `jaxcar.restore` (host_memory): peak memory is read as
+  # resident-set growth, which memory kept from an earlier call would hide.
   FLAGS(argv)
   torch.set_num_threads(FLAGS.torch_threads or common.cpu_count())
   sizes = [parse_size(s) for s in FLAGS.sizes]

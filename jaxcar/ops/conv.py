@@ -70,6 +70,9 @@ def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slo
   return y if fused_prelu or prelu_slope is None else activations.prelu(y, prelu_slope)
 
 
+_BATCH_MESH = contextvars.ContextVar("jaxcar_batch_mesh", default=None)
+
+
 @contextlib.contextmanager
 def batch_split_over(mesh: jax.sharding.Mesh):
   """Convolutions traced inside this block, on a batch split over all of `mesh`'s axes, run oneDNN on
@@ -81,9 +84,6 @@ def batch_split_over(mesh: jax.sharding.Mesh):
     yield
   finally:
     _BATCH_MESH.reset(token)
-
-
-_BATCH_MESH = contextvars.ContextVar("jaxcar_batch_mesh", default=None)
 
 
 def _batch_mesh(x):
