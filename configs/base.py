@@ -16,12 +16,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- data: see jaxcar/data; every model-specific input is switched on here, not by model name ---
   config.data = ml_collections.ConfigDict()
-  config.data.source = "embedded"      # "embedded" (scikit-image photos), a folder, or a .txt list of files
+  config.data.source = "embedded"      # "embedded" (scikit-image photos), a named dataset (bsds500, train400,
+                                       # live1_color, ... under $JAXCAR_SHARED), a folder or a .txt list of
+                                       # files; several joined by commas
   config.data.color = "rgb"            # "rgb" or "grey" (BT.601 luma as MATLAB rgb2ycbcr)
   config.data.patch_size = 64          # square crop side; a multiple of 8 keeps the JPEG grid aligned
   config.data.quality_range = (10, 10) # JPEG quality drawn uniformly from [lo, hi] (inclusive) per patch
   config.data.subsampling = "4:2:0"    # chroma subsampling of the degradation: "4:2:0" or "4:4:4"
+  config.data.other_subsampling_fraction = 0.0  # share of colour patches compressed with the other one
   config.data.double_quality_range = ()  # (lo, hi): recompress at a second quality with a shifted grid
+  config.data.double_fraction = 1.0    # share of patches recompressed when double_quality_range is set
   config.data.dihedral = True          # random one of the 8 flips/rotations
   config.data.rescale_choices = ()     # e.g. (0.9, 0.8, 0.7, 0.6): rescale with p=0.5 before cropping
   config.data.value_range = "zero_one" # "zero_one", "minus_one_one" (QCN family) or "zero_255" (CNN-CAR)
@@ -31,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prefetch_buffer_size = 2
   config.data.cache_dir = ""           # decoded-image cache; "" = $JAXCAR_CACHE or ~/.cache/jaxcar/decoded
   config.data.validation = "embedded:validation"  # held-out images for periodic PSNR: the two embedded
-                                                 # photos "embedded" leaves out, a folder or a .txt list
+                                                 # photos "embedded" leaves out, a source as above, or
+                                                 # "split:N": N images of data.source, left out of training
   config.data.validation_quality = 10
 
   # --- optimisation ---
@@ -48,6 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.decay_steps = 0
   config.optimizer.decay_factor = 0.1
   config.optimizer.decay_start = 0        # "step": step of the first decay (0 = decay_steps); DACAR decays at epoch 19
+  config.optimizer.warmup_steps = 0       # "cosine": linear warm-up steps
+  config.optimizer.final_fraction = 0.01  # "cosine": the last step's lr as a fraction of learning_rate
   config.optimizer.halving_period = 20    # "restorer_halving": epochs (of decay_steps steps) without halving
   config.optimizer.grad_clip_norm = 0.0   # >0: clip by global norm
   config.ema_decay = 0.0                  # >0: keep an exponential moving average of the parameters

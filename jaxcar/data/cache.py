@@ -56,9 +56,10 @@ class DecodedImages:
     return {**self.__dict__, "_data": None}
 
 
-def decoded_images(source, color: str, cache_dir=None) -> DecodedImages:
-  """The decoded images of `source`, building the cache on first use; bad files are skipped, reported."""
-  paths = sources.list_images(source)
+def decoded_images(source, color: str, cache_dir=None, paths=None) -> DecodedImages:
+  """The decoded images of `source` (or of `paths`, a part of it), building the cache on first use;
+  bad files are skipped, reported."""
+  paths = sources.list_images(source) if paths is None else paths
   folder = Path(cache_dir or default_cache_dir()).expanduser()
   stem = folder / _fingerprint(paths, color)
   index_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".bin")

@@ -50,7 +50,8 @@ def train_dataset(data_config, *, batch_size: int, seed: int, process_index: int
   if process_index is None or process_count is None:
     process_index, process_count = _jax_process()
   settings = transforms.PairSettings.from_config(data_config)
-  images = cache.decoded_images(data_config.source, data_config.color, data_config.get("cache_dir"))
+  paths, _ = sources.training_and_validation(data_config.source, data_config.get("validation", ""))
+  images = cache.decoded_images(data_config.source, data_config.color, data_config.get("cache_dir"), paths)
   usable = large_enough(images, settings.crop_size)
   if len(usable) < process_count:
     raise ValueError(

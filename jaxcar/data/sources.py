@@ -1,8 +1,11 @@
 """Where ground-truth images come from and how one file becomes a clean uint8 array.
 
 A source is "embedded" (real photographs bundled inside scikit-image, so a new user can train without
-downloading anything; "embedded:validation" is the two of them held out from training), a folder (searched recursively, sorted), or a .txt file listing one image path
-per line (relative paths are taken from the list's folder).
+downloading anything; "embedded:validation" is the two of them held out from training), a named
+dataset under the shared folder (`DATASETS`), a folder (searched recursively, sorted), or a .txt file
+listing one image path per line (relative paths are taken from the list's folder). Several sources
+joined by commas are one source. A validation source "split:N" is N images of the training source,
+which training then leaves out (`training_and_validation`).
 """
 
 import logging
@@ -10,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from jaxcar import paths as shared_paths
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg")
 COLORS = ("rgb", "grey")
@@ -29,12 +34,29 @@ EMBEDDED_SOURCES = {
 ALPHA_BACKGROUND = 255
 
 
+# Named datasets: their folders under the shared folder ($JAXCAR_SHARED, default ../shared).
+DATASETS = {
+    "bsds500": ("data/train/bsds500_train", "data/train/bsds500_test"),  # 400 colour photos, 481x321
+    "train400": ("data/train/train400_gray",),                           # 400 grey 180x180 crops
+    "live1_color": ("data/eval/LIVE1_color",),
+    "live1_gray": ("data/eval/LIVE1_gray",),
+    "classic5": ("data/eval/Classic5",),
+}
+SPLIT_PREFIX = "split:"
+
+
 class ImageError(ValueError):
   """A file that cannot be used as a ground-truth image (the message names the file and why)."""
 
 
 def list_images(source: str | Path) -> list[str]:
   """Image paths of a source, sorted and deterministic; a clear error if it holds none."""
+  parts = [part.strip() for part in str(source).split(",") if part.strip()]
+  if len(parts) > 1:
+    return [path for part in parts for path in list_images(part)]
+  if str(source).lower() in DATASETS:
+    return [path for folder in DATASETS[str(source).lower()]
+            for path in list_images(shared_paths.require_shared(folder))]
   if str(source) in EMBEDDED_SOURCES:
     return _embedded_paths(EMBEDDED_SOURCES[str(source)])
   path = Path(source).expanduser()
@@ -46,6 +68,22 @@ def list_images(source: str | Path) -> list[str]:
   if path.is_file() and path.suffix.lower() == ".txt":
     return _listed_paths(path)
   raise FileNotFoundError(f"image source {source} not found: give {' or '.join(map(repr, EMBEDDED_SOURCES))}, a folder or a .txt list")
+
+
+def training_and_validation(source: str, validation: str) -> tuple[list[str], list[str]]:
+  """(training paths, validation paths). "split:N" holds out N images of `source`, evenly spaced in its
+  sorted list (so every folder of a combined source is represented), and trains on the rest."""
+  training = list_images(source)
+  if not validation:
+    return training, []
+  if not validation.startswith(SPLIT_PREFIX):
+    return training, list_images(validation)
+  count = validation[len(SPLIT_PREFIX):]
+  if not count.isdigit() or not 0 < int(count) < len(training):
+    raise ValueError(f"data.validation={validation!r}: N must be an integer in [1, {len(training) - 1}]")
+  held_out = set(np.linspace(0, len(training) - 1, int(count)).round().astype(int).tolist())
+  return ([p for i, p in enumerate(training) if i not in held_out],
+          [p for i, p in enumerate(training) if i in held_out])
 
 
 def _embedded_paths(names) -> list[str]:

@@ -21,7 +21,9 @@ class PairSettings:
   patch_size: int
   quality_range: tuple[int, int]
   subsampling: str = "4:2:0"
+  other_subsampling_fraction: float = 0.0
   double_quality_range: tuple[int, ...] = ()
+  double_fraction: float = 1.0
   dihedral: bool = True
   rescale_choices: tuple[float, ...] = ()
   value_range: str = "zero_one"
@@ -48,31 +50,50 @@ class PairSettings:
       raise ValueError(f"data.patch_size must be at least {GRID}, got {self.patch_size}")
     if any(not 0 < scale <= 1 for scale in self.rescale_choices):
       raise ValueError(f"data.rescale_choices must lie in (0, 1], got {self.rescale_choices}")
+    for name in ("other_subsampling_fraction", "double_fraction"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"data.{name} must lie in [0, 1], got {getattr(self, name)}")
     if self.subsampling not in jpeg.SUBSAMPLINGS:
       raise ValueError(f"data.subsampling must be one of {jpeg.SUBSAMPLINGS}, got {self.subsampling!r}")
     prepare.to_model_range(np.zeros(1, np.uint8), self.value_range)  # raises on an unknown range
 
   @property
   def crop_size(self) -> int:
-    """Side of the clean crop: double compression needs room to shift the second 8x8 grid."""
+    """Side of the largest clean crop: double compression needs room to shift the second 8x8 grid."""
     return self.patch_size + (GRID if self.double_quality_range else 0)
+
+  def draw_double(self, rng: np.random.Generator) -> bool:
+    """Whether this patch is compressed twice (no draw unless the share is strictly between 0 and 1,
+    so the recipes that always or never double-compress keep their random streams)."""
+    if not self.double_quality_range or self.double_fraction <= 0.0:
+      return False
+    return self.double_fraction >= 1.0 or bool(rng.random() < self.double_fraction)
+
+  def draw_subsampling(self, rng: np.random.Generator, channels: int) -> str:
+    """`subsampling`, or with probability `other_subsampling_fraction` the other one (colour only)."""
+    if channels == 1 or self.other_subsampling_fraction <= 0.0 or rng.random() >= self.other_subsampling_fraction:
+      return self.subsampling
+    return next(other for other in jpeg.SUBSAMPLINGS if other != self.subsampling)
 
 
 def degrade_patch(image: np.ndarray, settings: PairSettings, rng: np.random.Generator) -> dict:
   """uint8 (H, W, C) image -> {"clean", "degraded" (uint8 patches), "tables", "quality"} for one patch."""
   s = settings
-  crop = np.ascontiguousarray(random_crop(image, s.crop_size, s.rescale_choices, rng))
+  double = s.draw_double(rng)
+  crop_size = s.patch_size + (GRID if double else 0)
+  crop = np.ascontiguousarray(random_crop(image, crop_size, s.rescale_choices, rng))
   pil = Image.fromarray(crop[..., 0] if crop.shape[-1] == 1 else crop)
   if s.dihedral:
     pil = dihedral(pil, int(rng.integers(8)))
   clean = np.asarray(pil).reshape(crop.shape)
   quality = int(rng.integers(s.quality_range[0], s.quality_range[1] + 1))
-  if s.double_quality_range:
-    clean, quality, data = double_compress(clean, quality, s, rng)
+  subsampling = s.draw_subsampling(rng, clean.shape[-1])
+  if double:
+    clean, quality, data = double_compress(clean, quality, s, rng, subsampling)
   else:
-    data = jpeg.encode(pil, quality, s.subsampling)
+    data = jpeg.encode(pil, quality, subsampling)
   return {"clean": clean, "degraded": jpeg.decode_known(data, clean.shape),
-          "tables": _tables(data, quality, s.subsampling, clean.shape[-1]), "quality": quality}
+          "tables": _tables(data, quality, subsampling, clean.shape[-1]), "quality": quality}
 
 
 def _tables(data: bytes, quality: int, subsampling: str, channels: int) -> np.ndarray:
@@ -134,16 +155,18 @@ _DIHEDRAL = [None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.
              Image.Transpose.TRANSPOSE]
 
 
-def double_compress(clean: np.ndarray, first_quality: int, s: PairSettings, rng: np.random.Generator):
+def double_compress(clean: np.ndarray, first_quality: int, s: PairSettings, rng: np.random.Generator,
+                    subsampling: str | None = None):
   """Compress at `first_quality`, shift the 8x8 grid by 1-7 pixels, compress again at a second quality.
 
   Returns (clean patch, second quality, final JPEG bytes). The shift means the two block grids never
   line up, which is what happens when a JPEG is cropped and saved again.
   """
+  subsampling = subsampling or s.subsampling
   shift = int(rng.integers(1, GRID * GRID))  # (dy, dx) in 0..7 x 0..7, never both zero
   dy, dx = divmod(shift, GRID)
-  once = jpeg.decode_known(jpeg.compress(clean, first_quality, s.subsampling), clean.shape)
+  once = jpeg.decode_known(jpeg.compress(clean, first_quality, subsampling), clean.shape)
   window = (slice(dy, dy + s.patch_size), slice(dx, dx + s.patch_size))
   second_quality = int(rng.integers(s.double_quality_range[0], s.double_quality_range[1] + 1))
-  data = jpeg.compress(np.ascontiguousarray(once[window]), second_quality, s.subsampling)
+  data = jpeg.compress(np.ascontiguousarray(once[window]), second_quality, subsampling)
   return np.ascontiguousarray(clean[window]), second_quality, data

@@ -69,6 +69,12 @@ def _quantization_net(cls, with_maps):
   return factory
 
 
+def _qcn(color="rgb", num_blocks=64, features=64, dtype="float32", residual_output=False):
+  channels = _channels(color)
+  return qcn.QCN(in_channels=channels + QUANTIZATION_MAP_CHANNELS[channels], out_channels=channels,
+                 num_blocks=num_blocks, features=features, dtype=_dtype(dtype), residual_output=residual_output)
+
+
 def _dtype(name):
   if name not in DTYPES:
     raise ValueError(f"unknown dtype {name!r}; valid: {sorted(DTYPES)}")
@@ -86,7 +92,7 @@ FACTORIES = {
     "nogan_generator": _nogan_generator,
     "nogan_discriminator": _nogan_discriminator,
     "vgg19": _vgg19,
-    "qcn": _quantization_net(qcn.QCN, with_maps=True),
+    "qcn": _qcn,
     "qgcn": _quantization_net(qcn.QGCN, with_maps=True),
     "edsr": _quantization_net(qcn.QCN, with_maps=False),
 }

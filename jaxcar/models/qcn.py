@@ -14,11 +14,11 @@ from jaxcar.models import layers
 GLOBAL_SIZE = 112  # QGCN's global branch is asserted to take a 112x112 image
 
 
-def _conv(features, kernel, dtype, name, *, stride=1, use_bias=False, relu=False):
-  # Spec §4.1: conv weights N(0, sqrt(2/(k*k*out))), biases 0; 4x4 stride-2 convs pad 1 symmetrically.
+def _conv(features, kernel, dtype, name, *, stride=1, use_bias=False, relu=False, kernel_init=layers.qcn_kernel):
+  # QCN's init: conv weights N(0, sqrt(2/(k*k*out))), biases 0; 4x4 stride-2 convs pad 1 symmetrically.
   # relu=True applies a ReLU to the result (fused into the convolution on the oneDNN path).
   return layers.torch_conv(features, kernel, stride=stride, padding=1, use_bias=use_bias,
-                           kernel_init=layers.qcn_kernel, bias_init=nn.initializers.zeros, dtype=dtype, name=name,
+                           kernel_init=kernel_init, bias_init=nn.initializers.zeros, dtype=dtype, name=name,
                            negative_slope=0.0 if relu else None)
 
 
@@ -46,16 +46,24 @@ def _upscale(x, features, dtype):
 
 
 class QCN(nn.Module):
-  """QCN (`nets/qmar.py`); with `in_channels` = image channels only it is the EDSR baseline."""
+  """QCN (`nets/qmar.py`); with `in_channels` = image channels only it is the EDSR baseline.
+
+  `residual_output` (jaxcar's zoo, not the paper) returns the input image plus the network's output,
+  with the last convolution initialised to zero: the untrained network is the identity (the JPEG
+  itself) and training learns only the correction. The addition runs in float32, so a bfloat16
+  network never rounds the image it passes through.
+  """
   in_channels: int = 5
   out_channels: int = 3
   num_blocks: int = 64
   features: int = 64
   dtype: layers.Dtype = jnp.float32
+  residual_output: bool = False
 
   @nn.compact
   def __call__(self, x):
     _check_even(x)
+    image = x[..., :self.out_channels].astype(jnp.float32)
     x = x.astype(self.dtype)
     skip = _conv(self.features, 3, self.dtype, "conv_input")(x)
     x = _conv(self.features, 4, self.dtype, "downscale_0", stride=2, relu=True)(skip)
@@ -63,7 +71,10 @@ class QCN(nn.Module):
       x = ResidualBlock(self.features, dtype=self.dtype, name=f"residual_{i}")(x)
     x = _conv(self.features, 3, self.dtype, "conv_mid")(x)
     x = _upscale(x, self.features, self.dtype) + skip
-    return _conv(self.out_channels, 3, self.dtype, "conv_output")(x)
+    if not self.residual_output:
+      return _conv(self.out_channels, 3, self.dtype, "conv_output")(x)
+    correction = _conv(self.out_channels, 3, self.dtype, "conv_output", kernel_init=nn.initializers.zeros)(x)
+    return image + correction.astype(jnp.float32)
 
 
 class QGCN(nn.Module):

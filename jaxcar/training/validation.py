@@ -29,7 +29,7 @@ class Example:
 def load(data_config, size_multiple: int = 1) -> list[Example]:
   """The validation images of `data_config.validation` (a source, see `sources.list_images`), padded
   to a multiple of `size_multiple`."""
-  paths = sources.list_images(data_config.validation)
+  _, paths = sources.training_and_validation(data_config.source, data_config.validation)
   return [_example(p, data_config, size_multiple) for p in paths]
 
 

@@ -1,0 +1,54 @@
+"""jaxcar's own colour model (`jaxcar.models.pretrained("color")`): one network for every JPEG quality.
+
+Not a paper's recipe: the choices that let a CPU-sized network beat the JPEG at every quality.
+- QCN's design (Li et al. 2020): the image plus its quantization maps, so the network knows how hard
+  each file was compressed; residual blocks at half resolution, PixelShuffle back up.
+- `residual_output`: the network adds a correction to the JPEG and starts as the identity (its last
+  convolution is zero), so training never has to learn to copy the image and a high-quality JPEG,
+  which needs almost no correction, is not harmed.
+- Degradations a user's files have: quality uniform in [5, 95], 4:2:0 with a quarter of the patches
+  4:4:4, and a fifth of the patches compressed twice with shifted 8x8 grids (a re-saved crop).
+- Data: BSDS500 train + test (400 photos, `$JAXCAR_SHARED/data/train`); 16 of them are held out for
+  validation (`split:16`). LIVE1 and Classic5 are for reporting only.
+- L1 loss, Adam with a cosine schedule, an EMA of the weights for evaluation, bfloat16 compute.
+Variants: `:small` (minutes on a CPU, the embedded photographs).
+"""
+
+from configs import common
+
+
+def get_config(arg=None, color="rgb"):
+  config, variants = common.start(arg)
+  common.set_model(config, "qcn", color=color, num_blocks=8, features=48, dtype="bfloat16",
+                   residual_output=True)
+  data = config.data
+  data.source = "bsds500" if color == "rgb" else "bsds500,train400"
+  data.validation = "split:16"
+  data.color = color
+  data.patch_size = 64
+  data.quality_range = (5, 95)
+  data.subsampling = "4:2:0"
+  data.other_subsampling_fraction = 0.25
+  data.double_quality_range = (5, 95)
+  data.double_fraction = 0.2
+  data.dihedral = True
+  data.value_range = "minus_one_one"
+  data.quantization_maps = True
+  data.num_workers = 1
+  data.validation_quality = 10
+  config.batch_size = 16
+  config.num_steps = 12_000
+  config.loss = "l1"
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 5e-4
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup_steps = 200
+  config.optimizer.final_fraction = 0.02
+  config.ema_decay = 0.999
+  config.log_every = 100
+  config.eval_every = 1000
+  config.checkpoint_every = 500
+  if "small" in variants:
+    common.shrink(config)
+    data.validation = "embedded:validation"
+  return config
