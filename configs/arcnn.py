@@ -6,7 +6,7 @@ crops. It gives no command line, so the quality range is QCN's colour one, [1, 6
 batch the README's 256. Variants: `:grey` (the original paper's Y-channel network), `:small`.
 """
 
-from configs import common, qcn
+from jaxcar.configs import common, qcn
 
 
 def get_config(arg=None):

@@ -6,7 +6,7 @@ steps (the README's run). The seed's data (pre-made X.jpg/X.bmp pairs, probably 
 its JPEG quality are unknown: here JPEG q10 [GUESS] from any grey folder. Variants: `:small`.
 """
 
-from configs import common
+from jaxcar.configs import common
 
 
 def get_config(arg=None):

@@ -6,9 +6,17 @@ one variant. `small` shrinks any config to a run that finishes in minutes on a l
 
 import ml_collections
 
-from configs import base
+from jaxcar.configs import base
 
 COLOR_VARIANTS = ("rgb", "grey")
+
+
+class UnknownVariant(ValueError):
+  """A `:variant` this config does not have; `valid` lists the ones it has (`--help` shows them)."""
+
+  def __init__(self, unknown, valid):
+    super().__init__(f"unknown config variant(s) {unknown}; valid: {valid}")
+    self.valid = valid
 
 
 def start(arg: str | None, known=("small",)) -> tuple[ml_collections.ConfigDict, set]:
@@ -16,7 +24,7 @@ def start(arg: str | None, known=("small",)) -> tuple[ml_collections.ConfigDict,
   requested = {v.strip() for v in (arg or "").split(",") if v.strip()}
   unknown = sorted(requested - set(known))
   if unknown:
-    raise ValueError(f"unknown config variant(s) {unknown}; valid: {sorted(known)}")
+    raise UnknownVariant(unknown, sorted(known))
   return base.get_config(), requested
 
 

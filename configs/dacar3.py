@@ -8,7 +8,7 @@ so the crop stays on the 8x8 JPEG grid. Variants: `:small` (a CPU run of minutes
 DACAR4/5 and SACAR6 share this recipe (configs/dacar4.py, dacar5.py, sacar6.py).
 """
 
-from configs import common
+from jaxcar.configs import common
 
 STEPS_PER_EPOCH = 8156  # 521,984 patches / batch 64 (the shipped optimizer's iteration counter agrees)
 

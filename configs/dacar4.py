@@ -1,6 +1,6 @@
 """DACAR4 (spec §1): the DACAR3 recipe (configs/dacar3.py) with the DACAR4 network. Variants: `:small`."""
 
-from configs import dacar3
+from jaxcar.configs import dacar3
 
 
 def get_config(arg=None):

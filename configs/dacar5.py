@@ -1,6 +1,6 @@
 """DACAR5 (spec §1): the DACAR3 recipe (configs/dacar3.py) with the DACAR5 network. Variants: `:small`."""
 
-from configs import dacar3
+from jaxcar.configs import dacar3
 
 
 def get_config(arg=None):

@@ -15,7 +15,7 @@ Variants: `:small` (a CPU run of minutes, perceptual loss off so no VGG file is 
 
 import ml_collections
 
-from configs import common
+from jaxcar.configs import common
 
 STEPS_PER_EPOCH = 700  # 700 training pairs at batch 1
 

@@ -8,7 +8,7 @@ is unknown [GUESS: 1,000 steps per epoch]; override num_steps/decay_steps for yo
 Variants: `:grey` (Y channel, q in [1, 100] as the README's grey command), `:small`.
 """
 
-from configs import common
+from jaxcar.configs import common
 
 STEPS_PER_EPOCH = 1000  # [GUESS] see the docstring
 

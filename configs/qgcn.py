@@ -5,7 +5,7 @@ The README trains QGCN on the Y channel with q uniform in [1, 100]; the global i
 `:small` (4 blocks, split over QGCN's two residual groups).
 """
 
-from configs import qcn
+from jaxcar.configs import qcn
 
 
 def get_config(arg=None):

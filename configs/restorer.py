@@ -9,7 +9,7 @@ epoch is one crop per training image; for the README's ~100k images at batch 8 t
 [GUESS: the image count]. Variants: `:small`.
 """
 
-from configs import common
+from jaxcar.configs import common
 
 STEPS_PER_EPOCH = 12500  # [GUESS] ~100,000 images / batch 8
 

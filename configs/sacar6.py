@@ -2,7 +2,7 @@
 the shipped SACAR optimizer counted 570,920 iterations = 70 x 8,156. Variants: `:small`.
 """
 
-from configs import dacar3
+from jaxcar.configs import dacar3
 
 
 def get_config(arg=None):

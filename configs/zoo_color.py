@@ -14,7 +14,7 @@ Not a paper's recipe: the choices that let a CPU-sized network beat the JPEG at 
 Variants: `:small` (minutes on a CPU, the embedded photographs).
 """
 
-from configs import common
+from jaxcar.configs import common
 
 
 def get_config(arg=None, color="rgb"):
@@ -37,7 +37,7 @@ def get_config(arg=None, color="rgb"):
   data.num_workers = 1
   data.validation_quality = 10
   config.batch_size = 16
-  config.num_steps = 12_000
+  config.num_steps = 7_000
   config.loss = "l1"
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 5e-4

@@ -3,7 +3,7 @@
 Data: BSDS500 (as MATLAB rgb2ycbcr Y) + Train400 (grey), 16 of the 800 held out for validation.
 """
 
-from configs import zoo_color
+from jaxcar.configs import zoo_color
 
 
 def get_config(arg=None):

@@ -24,6 +24,7 @@ import numpy as np
 import safetensors.numpy
 
 from jaxcar import convert, inference, models
+from jaxcar.ops import conv
 
 FORMATS = ("safetensors", "torch", "stablehlo")
 EXTENSIONS = {"safetensors": ".safetensors", "torch": ".pth", "stablehlo": ".stablehlo"}
@@ -49,7 +50,7 @@ def manifest(config: ml_collections.ConfigDict, model, export_format: str, sourc
           "quantization_maps": bool(data.quantization_maps),
           "size_multiple": inference.SIZE_MULTIPLE,
       },
-      "output": {"layout": "NHWC float32", "channels": int(dummy[-1].shape[-1]) if len(dummy) == 2 else None,
+      "output": {"layout": "NHWC float32", "channels": output_channels(model),
                  "value_range": data.value_range, "to_uint8": "clip to the value range, scale to 0-255, round"},
       "config": config.to_dict(),
   }
@@ -59,13 +60,21 @@ def manifest(config: ml_collections.ConfigDict, model, export_format: str, sourc
   return described
 
 
+def output_channels(model) -> int:
+  """The channel count the network returns (only traced, nothing computed)."""
+  output, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), *models.dummy_inputs(model)))
+  return int(output.shape[-1])
+
+
 def flat_params(params) -> dict[str, np.ndarray]:
-  return {"/".join(path): np.ascontiguousarray(np.asarray(value, np.float32))
+  # np.array, not np.ascontiguousarray: the latter turns PReLU's 0-d slopes into shape (1,).
+  return {"/".join(path): np.array(value, np.float32, order="C")
           for path, value in convert.flatten(params).items()}
 
 
 def write_safetensors(params, path: Path) -> None:
-  safetensors.numpy.save_file(flat_params(params), str(path), metadata={"layout": "flax", "names": "/-joined"})
+  # Written by Python, not by `save_file`, whose files get mode 0600: an export is meant to be shared.
+  path.write_bytes(safetensors.numpy.save(flat_params(params), metadata={"layout": "flax", "names": "/-joined"}))
 
 
 def _check_formats(formats, model_name: str) -> None:
@@ -96,7 +105,8 @@ def stablehlo_function(predictor: inference.Predictor) -> jax.export.Exported:
   specs += [jax.ShapeDtypeStruct((batch,) + e.shape[1:], jnp.float32) for e in extra]
   params = predictor.params
   forward = jax.jit(lambda *inputs: predictor.forward(params, *inputs))
-  return jax.export.export(forward, platforms=STABLEHLO_PLATFORMS)(*specs)
+  with conv.xla_only():  # the file runs without jaxcar's oneDNN library, and on GPUs and TPUs
+    return jax.export.export(forward, platforms=STABLEHLO_PLATFORMS)(*specs)
 
 
 def write_stablehlo(predictor: inference.Predictor, path: Path) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import safetensors.numpy
 from flax import linen as nn
 
-from jaxcar import convert, host_memory, models
+from jaxcar import convert, host_memory, models, zoo
 from jaxcar.models import qcn
 from jaxcar.data import prepare
 
@@ -195,13 +195,21 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
   return models.create(config.model.name, **dict(config.model.get("options", {})))
 
 
-def load_model(config: ml_collections.ConfigDict | None = None, weights=None, workdir=None) -> LoadedModel:
-  """From a training workdir (latest checkpoint) or a weights file (.h5, .pth, .safetensors, .npz).
+def load_model(config: ml_collections.ConfigDict | None = None, weights=None, workdir=None,
+               pretrained: str | None = None) -> LoadedModel:
+  """From a pretrained model shipped with jaxcar (`jaxcar.zoo`), a training workdir (latest checkpoint)
+  or a weights file (.h5, .pth, .safetensors, .npz).
 
   Without `config`, a workdir's own config.json or the export manifest beside `weights` is used.
   """
-  if (weights is None) == (workdir is None):
-    raise ValueError("give exactly one of --weights (a weights file) or --workdir (a training run)")
+  if sum(source is not None for source in (weights, workdir, pretrained)) != 1:
+    raise ValueError("give exactly one of --model (a pretrained name: python -m jaxcar.zoo), --weights "
+                     "(a weights file) or --workdir (a training run)")
+  if pretrained is not None:
+    if config is not None:
+      raise ValueError("--model brings its own config; drop --config")
+    shipped = zoo.load(pretrained)
+    return LoadedModel(shipped.config, Predictor(shipped.create_model(), shipped.params), f"jaxcar.zoo:{shipped.name}")
   if workdir is not None:
     from jaxcar.training import checkpoint  # Orbax is only needed for this path
     config = config if config is not None else checkpoint.read_config(workdir)
@@ -257,6 +265,8 @@ def define_model_flags(flag_values=None) -> None:
   flags.DEFINE_string("weights", None, "weights file: Keras .h5, PyTorch .pth/.pt/.safetensors, jaxcar "
                       ".safetensors/.npz export", flag_values=flag_values)
   flags.DEFINE_string("workdir", None, "training run folder: its latest checkpoint", flag_values=flag_values)
+  flags.DEFINE_string("model", None, "a pretrained model shipped with jaxcar, e.g. color or grey "
+                      "(python -m jaxcar.zoo lists them)", flag_values=flag_values)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -274,7 +284,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def load_model_from_flags() -> LoadedModel:
   from absl import flags  # pylint: disable=import-outside-toplevel
   values = flags.FLAGS
-  return load_model(values.config, values.weights, values.workdir)
+  return load_model(values.config, values.weights, values.workdir, values.model)
 
 
 def run_cli(main: Callable[[list[str]], None]) -> None:
@@ -282,6 +292,8 @@ def run_cli(main: Callable[[list[str]], None]) -> None:
   from absl import app, logging  # pylint: disable=import-outside-toplevel
 
   def guarded(argv):
+    from jaxcar import logs  # pylint: disable=import-outside-toplevel
+    logs.quiet_unless_verbose()  # jaxcar's own lines; --verbosity shows Orbax's and JAX's too
     host_memory.for_jax_on_cpu()  # before JAX's backend starts
     try:
       main(argv)

@@ -19,3 +19,10 @@ def require_shared(relative: str, override: str | os.PathLike | None = None) -> 
     raise FileNotFoundError(
         f"{path} not found; set ${SHARED_ENV} (or the --shared flag) to the folder that holds {relative}")
   return path
+
+
+def absolute(path: str | os.PathLike) -> str:
+  """`path` made absolute against the current directory (Orbax refuses relative paths); a URL such as
+  gs://bucket/run is returned as given."""
+  text = os.fspath(path)
+  return text if "://" in text else os.path.abspath(os.path.expanduser(text))

@@ -1,6 +1,7 @@
 """`python -m jaxcar.restore INPUT... --output DIR`: restore real JPEG files.
 
-    python -m jaxcar.restore photos/ IMG_0042.jpg --output restored --config=qcn --workdir=runs/qcn
+    python -m jaxcar.restore photos/ IMG_0042.jpg --output restored      # the shipped color/grey models
+    python -m jaxcar.restore photos/ --output restored --config=qcn --workdir=runs/qcn
     python -m jaxcar.restore scan.jpg --output out --weights=exported/qgcn.safetensors --format=jpeg
 
 Each file's own quantization tables drive QCN/QGCN (no quality flag); a network trained for some
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from jaxcar import inference
+from jaxcar import inference, zoo
 from jaxcar.data import jpeg
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
@@ -155,8 +156,26 @@ def save(image: Image.Image, path: Path, metadata: dict, settings: Settings) -> 
   image.save(path, format=settings.output_format.upper(), **options)
 
 
-def restore_files(loaded: inference.LoadedModel, inputs: list[str], output_dir: Path, settings: Settings) -> dict:
-  """Restores every input; returns {"restored": [...], "skipped": {path: reason}}."""
+class ModelByColor:
+  """The shipped `color` model for colour files and `grey` for grey ones, each loaded on first use:
+  what restore uses when no model is named."""
+
+  def __init__(self):
+    self._loaded = {}
+
+  def __call__(self, image: Image.Image) -> inference.LoadedModel:
+    name = zoo.DEFAULT_FOR_COLOR["grey" if image.mode == "L" else "rgb"]
+    if name not in self._loaded:
+      self._loaded[name] = inference.load_model(pretrained=name)
+      logging.info("using the pretrained model %s for %s files", self._loaded[name].source, name)
+    return self._loaded[name]
+
+
+def restore_files(model_for, inputs: list[str], output_dir: Path, settings: Settings) -> dict:
+  """Restores every input with `model_for` (a LoadedModel, or a function from the decoded image to
+  one, such as ModelByColor); returns {"restored": [...], "skipped": {path: reason}}."""
+  if isinstance(model_for, inference.LoadedModel):
+    model_for = lambda image, fixed=model_for: fixed
   pairs = plan_outputs(find_inputs(inputs), output_dir, settings)
   restored, skipped = [], {}
   for source, target in tqdm(pairs, desc="restore", unit="file"):
@@ -168,12 +187,12 @@ def restore_files(loaded: inference.LoadedModel, inputs: list[str], output_dir: 
     except (OSError, ValueError) as error:
       skipped[str(source)] = f"not a readable JPEG: {error}"
       continue
+    loaded = model_for(image)
     warn_if_unfamiliar(loaded, tables, source.name)
     save(restore_image(loaded, image, tables, settings), target, metadata, settings)
     restored.append(str(target))
   for source, reason in skipped.items():
     logging.warning("skipped %s: %s", source, reason)
-  logging.info("restored %d file(s), skipped %d", len(restored), len(skipped))
   return {"restored": restored, "skipped": skipped}
 
 
@@ -183,8 +202,9 @@ def main(argv):
   settings = Settings(output_format=FLAGS.format, output_quality=FLAGS.output_quality, max_pixels=FLAGS.max_pixels,
                       tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap, bucket=FLAGS.bucket,
                       self_ensemble=FLAGS.self_ensemble, overwrite=FLAGS.overwrite)
-  loaded = inference.load_model_from_flags()
-  result = restore_files(loaded, argv[1:], Path(FLAGS.output), settings)
+  named = any(FLAGS[name].present for name in ("config", "weights", "workdir", "model"))
+  model_for = inference.load_model_from_flags() if named else ModelByColor()
+  result = restore_files(model_for, argv[1:], Path(FLAGS.output), settings)
   print(f"restored {len(result['restored'])} file(s) into {FLAGS.output}; skipped {len(result['skipped'])}")
 
 

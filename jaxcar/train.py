@@ -1,8 +1,9 @@
 """`python -m jaxcar.train --config=NAME[:variants] --workdir=DIR [--config.field=value ...]`.
 
 NAME is a file in configs/ (or a path to one); `:small` gives a run of minutes on a CPU. Rerunning
-the same command resumes from the latest checkpoint in DIR. `--distributed` (or
-$JAXCAR_DISTRIBUTED=1) calls jax.distributed.initialize() first, for TPU pods and clusters.
+the same command resumes from the latest checkpoint in DIR. `--print_config` prints the config's
+fields and values (overrides applied) and exits. `--distributed` (or $JAXCAR_DISTRIBUTED=1) calls
+jax.distributed.initialize() first, for TPU pods and clusters.
 """
 
 import sys
@@ -10,9 +11,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags as ml_config_flags
 
+from jaxcar import logs
 from jaxcar.training import config_flags
 
 _CONFIG = ml_config_flags.DEFINE_config_file("config", None, "configs/NAME.py or a path, then `:variants`")
+_PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "print the config's fields and values, then exit")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and samples go (local or gs://...)")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host)")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0 when not auto-detected")
@@ -32,8 +35,10 @@ def parse_flags(argv):
 
 def main(argv):
   del argv
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; progress lines are printed
+  logs.quiet_unless_verbose()  # progress lines are printed; Orbax logs every save at INFO
+  if _PRINT_CONFIG.value:
+    print(_CONFIG.value)
+    return
   if not _WORKDIR.value:
     sys.exit("error: --workdir is required (a folder for checkpoints and metrics; rerun to resume)")
   from jaxcar import host_memory  # pylint: disable=import-outside-toplevel

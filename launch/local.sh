@@ -7,7 +7,7 @@ set -euo pipefail
 config=${1:?usage: launch/local.sh CONFIG WORKDIR [--config.field=value ...]}
 workdir=${2:?usage: launch/local.sh CONFIG WORKDIR [--config.field=value ...]}
 shift 2
-cd "$(dirname "$0")/.."
+# No `cd`: the workdir, data and config paths a user gives are relative to where they ran this from.
 
 num_processes=${NUM_PROCESSES:-1}
 if [[ "$num_processes" == 1 ]]; then

@@ -1,8 +1,13 @@
-"""Test setup: 8 simulated CPU devices (set before JAX is imported) and the shared-data fixture."""
+"""Test setup: 8 simulated CPU devices (set before JAX is imported) and the shared-data fixture.
+
+`JAXCAR_TEST_DEVICES=1` runs the tests on the one CPU device most users have instead, where the
+convolutions take the oneDNN path that several devices switch off (.ci/run runs the inference tests so).
+"""
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+DEVICES = int(os.environ.get("JAXCAR_TEST_DEVICES", "8"))
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={DEVICES}")
 
 import pytest
 

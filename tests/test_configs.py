@@ -1,7 +1,13 @@
 """Every config loads (with its variants), names resolve, and each kind of mistake is a one-line error."""
 
+from pathlib import Path
+import subprocess
+import sys
+import warnings
+
 import pytest
 
+import jaxcar.configs
 from jaxcar import models
 from jaxcar.training import config_flags, optim
 
@@ -72,3 +78,44 @@ def test_restorer_halving_quirk():
   epoch = config.optimizer.decay_steps
   for k in (0, 1, 18, 19, 20, 21, 39, 40, 99):
     assert float(schedule(k * epoch)) == pytest.approx(5e-4 * 0.5 ** (k - k // 20), rel=1e-6), k
+
+
+def test_configs_are_the_installed_jaxcar_configs_package(tmp_path):
+  # Resolved through the package, not the repository's path, so an installed jaxcar finds them too.
+  assert config_flags.CONFIG_DIR == Path(jaxcar.configs.__file__).resolve().parent
+  assert set(NETWORK_CONFIGS) <= set(config_flags.available())
+  own = tmp_path / "my_qcn.py"  # a user's config anywhere builds on the shipped ones
+  own.write_text("from jaxcar.configs import qcn\n\ndef get_config(arg=None):\n"
+                 "  config = qcn.get_config(arg)\n  config.batch_size = 3\n  return config\n")
+  assert config_flags.load(f"{own}:small").batch_size == 3
+
+
+def test_loading_a_config_warns_nothing():
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # ml_collections' deprecated load_module() warned once per load
+    config_flags.load("qcn:small", ["batch_size=4"])
+
+
+def test_variants_are_listed_for_help():
+  assert config_flags.variants("qcn") == ["grey", "rgb", "small"]
+  assert config_flags.variants("dacar3") == ["small"]
+  assert all("small" in config_flags.variants(name) for name in config_flags.available())
+
+
+def test_train_help_needs_no_config_and_lists_configs(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "jaxcar.train", "--help"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  for name in config_flags.available():
+    row = next(line for line in lines if line.split()[:1] == [name])
+    assert all(f":{variant}" in row for variant in config_flags.variants(name)), row
+  assert "--print_config" in result.stdout and "--workdir" in result.stdout
+
+
+def test_print_config_shows_the_fields_with_overrides(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "jaxcar.train", "--config=dacar3:small", "--print_config",
+                           "--config.batch_size=5"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert "batch_size: 5" in result.stdout and "quality_range" in result.stdout
+  assert not list(tmp_path.iterdir())  # printed only: no workdir made

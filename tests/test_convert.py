@@ -6,13 +6,12 @@ import jax
 import numpy as np
 import pytest
 import safetensors.numpy
-import torch
 
 import jaxcar.models
 from jaxcar import convert
 from jaxcar.convert import ConversionError, pytorch
 
-import torch_twins
+from optional import requires_torch, torch, torch_twins
 
 QGCN_GLOBAL = 112
 
@@ -27,7 +26,7 @@ TORCH_NETWORKS = {
     "qgcn_grey": ("qgcn", {"color": "grey", "num_blocks": 4}, lambda: torch_twins.QGCN("grey", num_blocks=4), 2, 16, 12),
     "restorer_shipped": ("restorer", {}, lambda: torch_twins.Restorer("shipped"), 3, 20, 14),
     "restorer_readme": ("restorer", {"variant": "readme"}, lambda: torch_twins.Restorer("readme"), 3, 20, 14),
-    "vgg19": ("vgg19", {}, torch_twins.VGG19Features, 3, 32, 32),
+    "vgg19": ("vgg19", {}, lambda: torch_twins.VGG19Features(), 3, 32, 32),
 }
 
 
@@ -63,6 +62,7 @@ def _torch_forward(twin, images):
   return out.numpy().transpose(0, 2, 3, 1)
 
 
+@requires_torch
 @pytest.mark.parametrize("key", sorted(TORCH_NETWORKS))
 def test_torch_weights_give_the_same_output(key):
   twin, model = _twin(key), _flax_model(key)
@@ -75,6 +75,7 @@ def test_torch_weights_give_the_same_output(key):
   assert relative_error < 1e-5, f"{key}: relative error {relative_error:.2e}"
 
 
+@requires_torch
 @pytest.mark.parametrize("key", sorted(TORCH_NETWORKS))
 def test_flax_torch_flax_round_trip_is_exact(key):
   model = _flax_model(key)
@@ -109,6 +110,7 @@ def _assert_one_line(error, *fragments):
     assert fragment in message, message
 
 
+@requires_torch
 def test_dataparallel_prefix_is_accepted():
   twin, model = _twin("arcnn_rgb"), _flax_model("arcnn_rgb")
   plain = pytorch.state_dict_to_flax(twin.state_dict(), model)
@@ -117,18 +119,21 @@ def test_dataparallel_prefix_is_accepted():
     assert np.array_equal(a, b)
 
 
+@requires_torch
 def test_weights_of_another_network_are_rejected():
   with pytest.raises(ConversionError) as error:
     pytorch.state_dict_to_flax(_twin("arcnn_rgb").state_dict(), _flax_model("restorer_shipped"))
   _assert_one_line(error, "base.0.weight", "unexpected")
 
 
+@requires_torch
 def test_wrong_shape_names_layer_and_both_shapes():
   with pytest.raises(ConversionError) as error:
     pytorch.state_dict_to_flax(_twin("arcnn_grey").state_dict(), _flax_model("arcnn_rgb"))
   _assert_one_line(error, "base.0.weight", "(64, 1, 9, 9)", "(64, 3, 9, 9)")
 
 
+@requires_torch
 def test_missing_key_is_named():
   state_dict = _twin("qcn_rgb").state_dict()
   del state_dict["upscale.0.bias"]
@@ -150,6 +155,7 @@ def test_unknown_suffix_lists_valid_ones(tmp_path):
     convert.load_params(path, "arcnn")
 
 
+@requires_torch
 def test_every_file_format_loads_the_same_params(tmp_path):
   twin, model = _twin("restorer_shipped"), _flax_model("restorer_shipped")
   expected = pytorch.state_dict_to_flax(twin.state_dict(), model)
@@ -163,6 +169,7 @@ def test_every_file_format_loads_the_same_params(tmp_path):
       assert np.array_equal(a, b), name
 
 
+@requires_torch
 def test_pickled_module_is_refused(tmp_path):
   torch.save(torch_twins.ARCNN("rgb"), tmp_path / "whole_module.pth")  # needs code to unpickle
   with pytest.raises(ConversionError) as error:
@@ -177,6 +184,7 @@ def test_unreadable_safetensors_is_one_line(tmp_path):
   _assert_one_line(error, "w.safetensors")
 
 
+@requires_torch
 def test_torchvision_vgg19_file_with_classifier_loads(tmp_path):
   twin = torch_twins.VGG19Features()
   state_dict = dict(twin.state_dict())

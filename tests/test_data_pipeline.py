@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from configs import base
+from jaxcar.configs import base
 from jaxcar.data import jpeg, pipeline, prepare
 
 PATCH = 16

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import base
+from jaxcar.configs import base
 from jaxcar import convert, evaluate, inference, metrics, models
 from jaxcar.data import jpeg
 

@@ -4,13 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import jaxcar.models
 from jaxcar import convert
 from jaxcar.models import layers
 
-import torch_twins
+from optional import requires_torch, torch, torch_twins
 
 # Spec §1-§6; QCN/QGCN at their published 64 blocks, RGB.
 PARAM_COUNTS = {
@@ -41,6 +40,7 @@ def test_parameter_count(name, options):
   assert jaxcar.models.param_count(params) == PARAM_COUNTS[(name, options)]
 
 
+@requires_torch
 @pytest.mark.parametrize("name, twin", [
     ("arcnn", lambda: torch_twins.ARCNN()),
     ("qcn", lambda: torch_twins.QCN()),
@@ -185,6 +185,7 @@ def test_unknown_quirk_value_lists_valid_ones(name, options, valid):
     _init(model)
 
 
+@requires_torch
 def test_pixel_shuffle_matches_torch():
   x = np.random.default_rng(0).standard_normal((2, 5, 7, 12)).astype(np.float32)
   expected = torch.nn.functional.pixel_shuffle(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), 2)
@@ -192,6 +193,7 @@ def test_pixel_shuffle_matches_torch():
   assert np.array_equal(got, expected.numpy().transpose(0, 2, 3, 1))
 
 
+@requires_torch
 def test_channel_first_flatten_matches_torch_view():
   x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # NHWC
   expected = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).reshape(2, -1).numpy()

@@ -295,3 +295,17 @@ def test_unwritable_cache_says_what_to_do(tmp_path):
   with pytest.raises(native.Unavailable, match="JAXCAR_CACHE"):
     native._compile(tmp_path, blocker / "sub" / "lib.so")  # pylint: disable=protected-access
 
+
+
+def test_first_build_says_it_compiles_and_where_it_is_cached(monkeypatch, tmp_path, capsys):
+  # A stand-in compiler that writes its `-o` output: the build's messages without its ~30 s.
+  compiler = tmp_path / "fake-c++"
+  compiler.write_text('#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\necho built > "$2"\n')
+  compiler.chmod(0o755)
+  monkeypatch.setenv("CXX", str(compiler))
+  library = tmp_path / "cache" / "ops-key" / "libjaxcar_onednn.so"
+  native._compile(tmp_path, library)  # pylint: disable=protected-access
+  lines = capsys.readouterr().err.splitlines()
+  assert library.read_text() == "built\n"
+  assert len(lines) == 2 and "compiling" in lines[0] and "once" in lines[0], lines
+  assert f"cached in {library.parent}" in lines[1], lines

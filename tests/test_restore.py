@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from configs import base
+from jaxcar.configs import base
 from jaxcar import inference, models, restore
 from jaxcar.data import jpeg
 

@@ -45,7 +45,7 @@ def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slo
   finish = lambda y: (activations.apply(y, negative_slope) if prelu_slope is None
                       else activations.prelu(y, prelu_slope))
   mesh = _batch_mesh(x)
-  if not (use_onednn(split=mesh is not None) and x.dtype in (jnp.float32, jnp.bfloat16)):
+  if not (use_onednn(split=mesh is not None) and x.dtype in (jnp.float32, jnp.bfloat16) and _concrete(x.shape)):
     return finish(conv2d_xla(x, kernel, bias, strides, padding))
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
@@ -68,6 +68,25 @@ def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slo
 
   y = local(x, kernel, bias, slope) if mesh is None else _per_batch_shard(local, mesh, x, kernel, bias, slope)
   return y if fused_prelu or prelu_slope is None else activations.prelu(y, prelu_slope)
+
+
+def _concrete(shape) -> bool:
+  # Under jax.export's symbolic shapes ("b, 8*h, 8*w") oneDNN's kernel choice cannot be asked for a size.
+  return all(isinstance(size, (int, np.integer)) for size in shape)
+
+
+_XLA_ONLY = contextvars.ContextVar("jaxcar_xla_only", default=False)
+
+
+@contextlib.contextmanager
+def xla_only():
+  """Convolutions traced inside this block are XLA's, whatever JAXCAR_CPU_CONV says: for programs that
+  leave jaxcar (StableHLO exports), which must not call jaxcar's oneDNN library and run on GPUs too."""
+  token = _XLA_ONLY.set(True)
+  try:
+    yield
+  finally:
+    _XLA_ONLY.reset(token)
 
 
 _BATCH_MESH = contextvars.ContextVar("jaxcar_batch_mesh", default=None)
@@ -114,7 +133,7 @@ def use_onednn(split: bool = False) -> bool:
   choice = os.environ.get("JAXCAR_CPU_CONV", "auto")
   if choice not in CHOICES:
     raise ValueError(f"JAXCAR_CPU_CONV must be one of {CHOICES}, got {choice!r}")
-  if choice == "xla" or jax.default_backend() != "cpu":
+  if choice == "xla" or _XLA_ONLY.get() or jax.default_backend() != "cpu":
     return False
   if choice == "auto" and jax.device_count() > 1 and not split:  # processes count too (docstring)
     return False

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 
 from absl import logging
 import jax
@@ -115,6 +116,9 @@ def _compile(prefix: pathlib.Path, library: pathlib.Path) -> None:
     raise Unavailable(f"cannot write the build cache {library.parent} ({error.strerror}); "
                       "point $JAXCAR_CACHE at a writable folder") from None
   partial = library.with_suffix(f".{os.getpid()}.tmp")  # concurrent builders never see half a file
+  # ~30 s of silence on a first run would look like a hang: say what is happening, and that it is once.
+  _say(f"jaxcar: compiling its oneDNN convolution library, once (10-30 s; {SOURCE.name})")
+  started = time.monotonic()
   command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-Wno-return-type",
              f"-I{jax.ffi.include_dir()}", f"-I{prefix / 'include'}", str(SOURCE),
              f"-L{prefix / 'lib'}", "-ldnnl", f"-Wl,-rpath,{prefix / 'lib'}", "-o", str(partial)]
@@ -126,3 +130,8 @@ def _compile(prefix: pathlib.Path, library: pathlib.Path) -> None:
     last_error = next((line for line in reversed(result.stderr.splitlines()) if "error" in line), "")
     raise Unavailable(f"compiling {SOURCE.name} failed: {last_error or result.stderr[-300:]}")
   partial.replace(library)
+  _say(f"jaxcar: compiled in {time.monotonic() - started:.0f} s; cached in {library.parent} for later runs")
+
+
+def _say(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)

@@ -10,20 +10,34 @@ Saving is asynchronous, decided by a fixed-interval policy, keeps the latest `ke
 
 import json
 
+from absl import logging
 from etils import epath
 import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-CHECKPOINT_DIR = "checkpoints"
+from jaxcar import paths
 
-# Replica-parallel saving splits each replicated array over its replicas, compiling one slice per
-# device and array: ~40 compiles (20 s on a busy CPU) per first save for a network of a few MB. These
-# networks are at most ~50 MB, so one replica writes each array whole.
-ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-                                        override=True)
+CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
+
+
+def _write_arrays_whole():
+  """Replica-parallel saving splits each replicated array over its replicas, compiling one slice per
+  device and array: ~40 compiles (20 s on a busy CPU) per first save for a network of a few MB. These
+  networks are at most ~50 MB, so one replica writes each array whole."""
+  # Orbax logs a warning for every override; this one is jaxcar's own choice, not news to a user.
+  is_not_the_notice = lambda record: "overriding" not in record.getMessage()
+  logging.get_absl_logger().addFilter(is_not_the_notice)
+  try:
+    ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+                                            override=True)
+  finally:
+    logging.get_absl_logger().removeFilter(is_not_the_notice)
+
+
+_write_arrays_whole()
 
 
 class CheckpointMismatch(ValueError):
@@ -36,7 +50,12 @@ def manager(workdir, config: ml_collections.ConfigDict) -> ocp.CheckpointManager
       save_decision_policy=policies.FixedIntervalPolicy(config.checkpoint_every),
       preservation_policy=policies.LatestN(config.keep_checkpoints),
       enable_async_checkpointing=True, create=True)
-  return ocp.CheckpointManager(epath.Path(workdir) / CHECKPOINT_DIR, options=options)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def checkpoint_dir(workdir) -> epath.Path:
+  """WORKDIR/checkpoints, absolute: Orbax refuses relative paths, users type them."""
+  return epath.Path(paths.absolute(workdir)) / CHECKPOINT_DIR
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, iterator, force: bool = False) -> bool:
@@ -75,11 +94,27 @@ def restore_params(workdir, config: ml_collections.ConfigDict | None = None, ste
   Needs no optimizer or model: the state is read as saved, so `config` is not needed either (accepted
   so callers can pass what they have). For NoGAN it is the generator's.
   """
-  directory = epath.Path(workdir) / CHECKPOINT_DIR
-  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  mngr = _reader(workdir)
   step = mngr.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}; train first with python -m jaxcar.train")
-  state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    raise FileNotFoundError(f"no checkpoint in {mngr.directory}; train first with python -m jaxcar.train")
+  # Onto this process's first device, whatever mesh saved it: a pod's or 8-device checkpoint on a laptop.
+  on_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda saved: jax.ShapeDtypeStruct(saved.shape, saved.dtype, sharding=on_device),
+                        mngr.item_metadata(step)["state"].tree)
+  state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
   state = state.get("generator", state)
   return state["ema_params"] if state.get("ema_params") is not None else state["params"]
+
+
+def latest_step(workdir) -> int | None:
+  """The step of the newest checkpoint in `workdir`, or None."""
+  return _reader(workdir).latest_step()
+
+
+def _reader(workdir) -> ocp.CheckpointManager:
+  # Not `read_only`: Orbax logs four warnings for it; a manager that is never asked to save writes nothing.
+  # Both items' handlers are named so that reading the metadata does not warn about the other one.
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()}
+  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers,
+                               options=ocp.CheckpointManagerOptions(create=False))

@@ -1,21 +1,28 @@
 """`--config=NAME[:variants]` and `--config.field=value`, with one-line errors for every mistake.
 
-A bare name resolves to `configs/NAME.py` of this repository; a path to a `.py` file works as is.
-ml_collections' config flag does the loading and the typed overrides; this module resolves names first,
-and turns its deep tracebacks (unknown field, bad type, missing file) into a message saying what to do.
+A bare name resolves to `NAME.py` of the `jaxcar.configs` package (the repository's `configs/`, installed
+with jaxcar); a path to a `.py` file works as is. ml_collections' config flag does the loading and the
+typed overrides; this module resolves names first, and turns its deep tracebacks (unknown field, bad
+type, missing file) into a message saying what to do.
 """
 
 import difflib
+import importlib
 import importlib.util
-import sys
 from pathlib import Path
+import sys
+import warnings
 
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-HELPER_MODULES = ("common",)  # files in configs/ that are not configs
+from jaxcar import configs
+
+CONFIG_DIR = Path(configs.__file__).resolve().parent
+HELPER_MODULES = ("base", "common")  # files in configs/ that are not configs
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+PROBE_VARIANT = "?"  # no config has it, so its error lists the valid ones
 
 
 class ConfigError(ValueError):
@@ -23,7 +30,27 @@ class ConfigError(ValueError):
 
 
 def available() -> list[str]:
-  return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in HELPER_MODULES)
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in HELPER_MODULES and p.stem[0] != "_")
+
+
+def variants(name: str) -> list[str]:
+  """The `:variant` names config `name` accepts (`common.start` lists them in its error)."""
+  from jaxcar.configs import common  # pylint: disable=import-outside-toplevel
+  try:
+    importlib.import_module(f"{configs.__name__}.{name}").get_config(PROBE_VARIANT)
+  except common.UnknownVariant as error:
+    return list(error.valid)
+  return []
+
+
+def usage() -> str:
+  """What `--help` prints before the flags: every config with its variants, and how to see its fields."""
+  width = max(map(len, available()))
+  rows = [f"  {name:<{width}}  :{', :'.join(variants(name))}" for name in available()]
+  return "\n".join([
+      "Configs (NAME = a file in configs/ or a path to your own .py) and their variants:", *rows,
+      "Print a config's fields and values (after overrides) without training:",
+      "  python -m jaxcar.train --config=qcn:small --print_config"])
 
 
 def resolve(spec: str) -> str:
@@ -34,16 +61,7 @@ def resolve(spec: str) -> str:
     close = difflib.get_close_matches(name, available(), n=3)
     hint = f"; did you mean {close}?" if close else ""
     raise ConfigError(f"config {name!r} not found{hint} Use one of {available()} or a path to a .py file")
-  _importable_configs()
   return str(path.resolve()) + sep + variants
-
-
-def _importable_configs():
-  # Configs import `configs.base` / `configs.common`: make this repository's `configs/` importable, so a
-  # user's own config file anywhere can build on them too.
-  root = str(CONFIG_DIR.parent)
-  if root not in sys.path:
-    sys.path.insert(0, root)
 
 
 def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
@@ -59,6 +77,11 @@ def parse(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[
   """Parse `argv` into `flag_values` after resolving `--config` and checking every override's field."""
   argv = list(argv)
   spec_index = next((i for i, a in enumerate(argv) if a.startswith("--config=")), None)
+  if spec_index is None and any(arg in HELP_FLAGS for arg in argv[1:]):
+    main_doc = (sys.modules["__main__"].__doc__ or "").strip()
+    print(f"{main_doc}\n\n{usage()}\n\nFlags ({HELP_FLAGS[-1]} for absl's own):\n"
+          f"{flag_values.main_module_help().strip()}")
+    raise SystemExit(0)
   if spec_index is None:
     raise ConfigError(f"--config is required: one of {available()} (add ':small' for a quick CPU run)")
   argv[spec_index] = "--config=" + resolve(argv[spec_index].split("=", 1)[1])
@@ -67,7 +90,10 @@ def parse(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[
     if arg.startswith("--config."):
       _check_field(config, arg[len("--config."):].split("=", 1)[0])
   try:
-    return flag_values(argv)
+    with warnings.catch_warnings():
+      # ml_collections loads config files with the deprecated `load_module()` (one warning per load).
+      warnings.filterwarnings("ignore", r"the load_module\(\) method is deprecated", DeprecationWarning)
+      return flag_values(argv)
   except flags.Error as e:
     raise ConfigError(f"{e}") from None
 

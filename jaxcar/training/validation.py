@@ -11,7 +11,7 @@ protocol at the cost of one compile per image size.
 import dataclasses
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from jaxcar import inference, metrics
 from jaxcar.data import jpeg, prepare, sources
@@ -63,13 +63,32 @@ def evaluate(restore, examples: list[Example], value_range: str) -> tuple[dict, 
   return {"psnr": float(np.mean(scores)), "psnr_jpeg": float(np.mean(baselines))}, restored_images
 
 
+CAPTION_HEIGHT = 26  # two lines of Pillow's default font above the panels
+
+
 def sample_grid(example: Example, restored: np.ndarray, max_side: int = 256) -> np.ndarray:
-  """JPEG | restored | clean side by side, a centre crop of at most max_side, uint8 RGB."""
+  """JPEG | restored | clean side by side, a centre crop of at most max_side, uint8 RGB, each panel
+  captioned with its name and its whole-image PSNR, so a reader of the samples sees which is which."""
   height, width = example.clean.shape[:2]
   top, left = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
   crop = lambda image: image[top:top + max_side, left:left + max_side]
   row = np.concatenate([crop(example.compressed), crop(restored), crop(example.clean)], axis=1)
-  return np.repeat(row, 3, axis=-1) if row.shape[-1] == 1 else row
+  row = np.repeat(row, 3, axis=-1) if row.shape[-1] == 1 else row
+  jpeg_psnr, restored_psnr = metrics.psnr(example.clean, example.compressed), metrics.psnr(example.clean, restored)
+  captions = [f"JPEG\n{jpeg_psnr:.2f} dB", f"restored\n{restored_psnr:.2f} dB ({restored_psnr - jpeg_psnr:+.2f})",
+              "clean\n(the reference)"]
+  return _captioned(row, captions)
+
+
+def _captioned(row: np.ndarray, captions: list[str]) -> np.ndarray:
+  """`row` (equal-width panels side by side) under a white strip with each panel's caption."""
+  canvas = Image.new("RGB", (row.shape[1], row.shape[0] + CAPTION_HEIGHT), "white")
+  canvas.paste(Image.fromarray(row), (0, CAPTION_HEIGHT))
+  draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+  panel_width = row.shape[1] // len(captions)
+  for index, caption in enumerate(captions):
+    draw.multiline_text((index * panel_width + 3, 1), caption, fill="black", font=font, spacing=1)
+  return np.asarray(canvas)
 
 
 def save_png(image: np.ndarray, path):

@@ -1,0 +1,96 @@
+"""The pretrained models shipped inside the package: manifests, integrity checks, and that each one
+restores an embedded photograph better than its JPEG at low, middle and high quality."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcar import evaluate, inference, models, restore, zoo
+from jaxcar.data import sources
+
+MAX_BYTES = 10_000_000
+MANIFEST_KEYS = ("name", "aliases", "description", "file", "sha256", "bytes", "parameters", "config", "training",
+                 "scores")
+TRAINING_KEYS = ("command", "steps", "patches", "data", "validation", "cpu_hours", "commit", "host")
+
+
+def test_color_and_grey_are_shipped():
+  assert {"color", "grey"} <= set(zoo.aliases())
+  assert zoo.manifest("color")["config"]["data"]["color"] == "rgb"
+  assert zoo.manifest("grey")["config"]["data"]["color"] == "grey"
+
+
+@pytest.mark.parametrize("name", sorted(zoo.manifests()))
+def test_manifest_describes_its_file(name):
+  manifest = zoo.manifest(name)
+  assert set(MANIFEST_KEYS) <= set(manifest) and set(TRAINING_KEYS) <= set(manifest["training"])
+  data = zoo.weights_path(name).read_bytes()
+  assert len(data) == manifest["bytes"] <= MAX_BYTES
+  assert hashlib.sha256(data).hexdigest() == manifest["sha256"]
+  loaded = zoo.load(name)
+  assert models.param_count(loaded.params) == manifest["parameters"]
+  assert manifest["training"]["command"].startswith("python -m jaxcar.train --config=")
+  for dataset, by_quality in manifest["scores"].items():
+    for quality, entry in by_quality.items():  # the published claim: never worse than the JPEG
+      assert entry["model"]["psnr"] > entry["jpeg"]["psnr"], (dataset, quality)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.aliases()))
+def test_restores_an_embedded_photo_better_than_its_jpeg(name):
+  loaded = inference.load_model(pretrained=name)
+  photo = sources.load_image(sources.list_images("embedded:validation")[0], loaded.color)  # coffee, 400x600
+  settings = evaluate.Settings(bucket=0)
+  for quality in (10, 50, 90):
+    row, _ = evaluate.evaluate_image(loaded, photo, quality, settings)
+    assert row["psnr"] > row["jpeg_psnr"] + (0.3 if quality == 10 else 0.0), (name, quality, row)
+
+
+def test_restore_picks_the_model_by_file_colour(tmp_path):
+  photo = sources.load_image(sources.list_images("embedded:validation")[0], "rgb")[:96, :128]
+  Image.fromarray(photo).save(tmp_path / "colour.jpg", quality=20)
+  Image.fromarray(photo).convert("L").save(tmp_path / "grey.jpg", quality=20)
+  chooser = restore.ModelByColor()
+  result = restore.restore_files(chooser, [str(tmp_path / "colour.jpg"), str(tmp_path / "grey.jpg")],
+                                 tmp_path / "out", restore.Settings())
+  assert len(result["restored"]) == 2 and not result["skipped"]
+  assert Image.open(tmp_path / "out" / "colour.png").mode == "RGB"
+  assert Image.open(tmp_path / "out" / "grey.png").mode == "L"
+  assert sorted(loaded.color for loaded in chooser._loaded.values()) == ["grey", "rgb"]
+
+
+def test_unknown_name_is_one_line():
+  with pytest.raises(zoo.ZooError, match="available: .*color"):
+    zoo.load("colour-v9")
+  with pytest.raises(ValueError, match="drop --config"):
+    inference.load_model(zoo.load("grey").config, pretrained="grey")
+
+
+@pytest.fixture
+def zoo_copy(tmp_path, monkeypatch):
+  """The shipped zoo copied to a folder the test may damage."""
+  folder = tmp_path / "zoo"
+  shutil.copytree(zoo.FOLDER, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+  monkeypatch.setattr(zoo, "FOLDER", folder)
+  zoo.manifests.cache_clear()
+  yield folder
+  zoo.manifests.cache_clear()
+
+
+def test_altered_weights_are_refused(zoo_copy):
+  path = zoo_copy / zoo.manifest("grey")["file"]
+  data = bytearray(path.read_bytes())
+  data[-4:] = b"\x00\x00\xc0\x7f"  # a float32 NaN in place of the last value
+  path.write_bytes(bytes(data))
+  with pytest.raises(zoo.ZooError, match="SHA-256"):
+    zoo.load("grey")
+  manifest_path = zoo_copy / f"{zoo.resolve('grey')}.json"
+  manifest = json.loads(manifest_path.read_text())
+  manifest["sha256"] = hashlib.sha256(bytes(data)).hexdigest()  # digest forged too: the values are checked
+  manifest_path.write_text(json.dumps(manifest))
+  zoo.manifests.cache_clear()
+  with pytest.raises(zoo.ZooError, match="non-finite"):
+    zoo.load("grey")
