@@ -56,8 +56,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 0       # "cosine": linear warm-up steps
   config.optimizer.final_fraction = 0.01  # "cosine": the last step's lr as a fraction of learning_rate
   config.optimizer.halving_period = 20    # "restorer_halving": epochs (of decay_steps steps) without halving
+  config.optimizer.reset_at_decay = False # restart the optimizer (moments, step count) at each lr change of a
+                                          # "step"/"restorer_halving" schedule: the Image Restorer made a new Adam
   config.optimizer.grad_clip_norm = 0.0   # >0: clip by global norm
   config.ema_decay = 0.0                  # >0: keep an exponential moving average of the parameters
+  config.init_from = ""                   # start from these parameters instead of a random init (fine-tuning;
+                                          # the optimizer starts fresh): a jaxcar.zoo name or a weights file
 
   # --- loop, logging, checkpoints ---
   config.seed = 0
@@ -65,4 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every = 500
   config.checkpoint_every = 500
   config.keep_checkpoints = 3
+  config.keep_best = False             # also keep the parameters of the best validation PSNR (WORKDIR/best);
+                                       # evaluate/restore/export --workdir then use them (CNN-CAR kept its best)
+  config.num_devices = 0               # devices the batch is split over: 0 = all (batch_size must divide among
+                                       # them); N = the first N, N / process count on each process (NoGAN: 1)
   return config

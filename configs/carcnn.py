@@ -2,8 +2,10 @@
 
 Recipe reproduced: single-channel grey, raw 0-255 values in and out (no normalisation), 32x32 patches,
 no augmentation, MSE on the 0-255 scale, TF1 Adam (0.9, 0.999, 1e-8) lr 1e-3, batch 1000, ~800
-steps (the README's run). The seed's data (pre-made X.jpg/X.bmp pairs, probably medical slices) and
-its JPEG quality are unknown: here JPEG q10 [GUESS] from any grey folder. Variants: `:small`.
+steps (the README's run), keeping the parameters of the best validation score (`keep_best`; the
+seed kept its best-validation-loss checkpoint; here the score is the validation PSNR). The seed's data
+(pre-made X.jpg/X.bmp pairs, probably medical slices) and its JPEG quality are unknown: here JPEG q10
+[GUESS] from any grey folder. Variants: `:small`.
 """
 
 from jaxcar.configs import common
@@ -25,6 +27,7 @@ def get_config(arg=None):
   config.log_every = 10  # the seed validated every 10 steps
   config.eval_every = 100
   config.checkpoint_every = 100
+  config.keep_best = True  # the seed saved a checkpoint whenever the validation loss improved
   if "small" in variants:
     common.shrink(config)
   return config

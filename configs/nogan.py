@@ -10,6 +10,7 @@ conv5_4 features after ReLU (index 35); the weights are a torchvision vgg19 file
 preprocessing, selectable as vgg19_preprocess="keras_caffe").
 Not default, but available: the seed's quirks `nogan.fakes="jpeg_inputs"` (its phase-2 loop used the
 JPEG inputs as fakes) and `nogan.adversarial_learning_rate=1e-10` (its phase-3 Adam).
+The batch of 1 runs on one device however many the host has (`num_devices`; a batch cannot be split).
 Variants: `:small` (a CPU run of minutes, perceptual loss off so no VGG file is needed).
 """
 
@@ -29,6 +30,7 @@ def get_config(arg=None):
   config.data.dihedral = False
   config.data.value_range = "zero_one"
   config.batch_size = 1
+  config.num_devices = 1  # the seed's batch of 1, on the first device
   config.loss = "mse"
   config.optimizer.name = "adam"
   config.optimizer.eps = 1e-7
@@ -54,6 +56,7 @@ def get_config(arg=None):
     common.shrink(config)
     config.data.patch_size = 64
     config.batch_size = 8
+    config.num_devices = 0  # all devices: 8 patches split
     config.nogan.generator_steps, config.nogan.discriminator_steps, config.nogan.adversarial_steps = 200, 50, 50
     config.nogan.perceptual_weight = 0.0
   _sync_num_steps(config)

@@ -3,7 +3,8 @@
 Recipe reproduced: RGB in [0, 1], JPEG q10 (Pillow 4:2:0), 128x128 random crops after a p=0.5 rescale
 by one of 0.9/0.8/0.7/0.6, MSELoss(reduction='sum'), Adam lr 5e-4, batch 8, 100 epochs, and the
 coded schedule quirk: the lr is halved after every epoch whose index + 1 is not a multiple of 20
-(`optimizer.schedule="restorer_halving"`; use "step" for the evident intent, halving every 20 epochs).
+(`optimizer.schedule="restorer_halving"`; use "step" for the evident intent, halving every 20 epochs),
+each halving with a new Adam, its moments reset (`optimizer.reset_at_decay`; kept: a choice, not a bug).
 The seed also rotated by 90/180/270 with p=0.5; the 8 dihedral transforms stand in for that. One
 epoch is one crop per training image; for the README's ~100k images at batch 8 that is 12,500 steps
 [GUESS: the image count]. Variants: `:small`.
@@ -31,6 +32,7 @@ def get_config(arg=None):
   config.optimizer.schedule = "restorer_halving"
   config.optimizer.decay_steps = STEPS_PER_EPOCH
   config.optimizer.halving_period = 20
+  config.optimizer.reset_at_decay = True  # Training.py created a fresh Adam at each halving
   config.eval_every = STEPS_PER_EPOCH
   config.checkpoint_every = STEPS_PER_EPOCH
   config.log_every = 500

@@ -8,6 +8,9 @@ Protocol (spec/reference_numbers.md, spec §1 and §4.6): ground truth read with
 grey files as stored, colour files as MATLAB Y); JPEG by Pillow at each quality (4:2:0 for colour);
 the network output clipped, x255 and rounded to uint8; metrics on uint8 over the whole image (RGB for
 colour models, Y/grey for grey ones), no border shave; the JPEG itself is scored beside the model.
+`--protocol=qgcn` (the default for QCN/QGCN) follows the QGCN repository's eval_qm.py/eval_qmg.py
+instead (spec §4.6): the ground truth is edge-padded bottom/right to a multiple of 8 *before* the JPEG,
+the network (and QGCN's global image) sees the padded JPEG, and everything is cropped back to score.
 Writes per_image.csv, summary.json, summary.md, psnr_vs_quality.png (and restored PNGs with
 --save_images) to --output_dir.
 """
@@ -29,6 +32,12 @@ DATASETS = {"live1_color": "data/eval/LIVE1_color", "live1_gray": "data/eval/LIV
             "classic5": "data/eval/Classic5"}
 METRICS = ("psnr", "ssim", "psnr_b")
 JPEG_SUBSAMPLING = "4:2:0"  # Pillow's default, as every published protocol used
+# How the JPEG is made from the ground truth: "reference" compresses the image as it is
+# (spec/reference_numbers.md); "qgcn" edge-pads it to the 8x8 grid first (QGCN's eval_qm/eval_qmg.py).
+# The two differ only for sides that are not multiples of 8 (6 of LIVE1's 29 images).
+PROTOCOLS = ("reference", "qgcn")
+QGCN_PROTOCOL_MODELS = ("qcn", "qgcn")  # "auto" picks the protocol these networks were published with
+JPEG_BLOCK = 8
 
 FLAGS = flags.FLAGS
 
@@ -40,6 +49,25 @@ class Settings:
   ssim_window: str = "uniform"
   bucket: int = inference.DEFAULT_BUCKET
   save_images: bool = False
+  protocol: str = "auto"  # one of PROTOCOLS, or "auto": by the model (protocol_for)
+
+
+def protocol_for(model_name: str, protocol: str = "auto") -> str:
+  """The protocol to use: `protocol` itself, or for "auto" the one `model_name` was published with."""
+  if protocol == "auto":
+    return "qgcn" if model_name in QGCN_PROTOCOL_MODELS else "reference"
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"unknown evaluation protocol {protocol!r}; valid: auto, {', '.join(PROTOCOLS)}")
+  return protocol
+
+
+def jpeg_source(ground_truth: np.ndarray, protocol: str) -> np.ndarray:
+  """The image the protocol compresses: the ground truth, or ("qgcn") it edge-padded bottom/right to
+  a multiple of 8, so no JPEG block straddles the border."""
+  if protocol == "reference":
+    return ground_truth
+  height, width = (inference.round_up(side, JPEG_BLOCK) for side in ground_truth.shape[:2])
+  return inference.pad_bottom_right(ground_truth, height, width)
 
 
 def resolve_dataset(dataset: str, shared: str | None = None) -> str:
@@ -70,10 +98,14 @@ def score(ground_truth: np.ndarray, image: np.ndarray, ssim_window: str) -> dict
 
 
 def evaluate_image(loaded, ground_truth: np.ndarray, quality: int, settings: Settings):
-  """({"jpeg_psnr", ..., "psnr", ...}, restored uint8) for one image at one quality."""
-  data = jpeg.compress(ground_truth, quality, JPEG_SUBSAMPLING)
-  decoded = jpeg.decode(data, loaded.color)
-  restored = restore(loaded, decoded, jpeg.quantization_tables(data), settings)
+  """({"jpeg_psnr", ..., "psnr", ...}, restored uint8) for one image at one quality; the JPEG and the
+  restoration are cropped to the ground truth's size before scoring (a no-op unless padded)."""
+  height, width = ground_truth.shape[:2]
+  protocol = protocol_for(loaded.config.model.name, settings.protocol)
+  data = jpeg.compress(jpeg_source(ground_truth, protocol), quality, JPEG_SUBSAMPLING)
+  padded = jpeg.decode(data, loaded.color)
+  restored = restore(loaded, padded, jpeg.quantization_tables(data), settings)[:height, :width]
+  decoded = padded[:height, :width]
   row = {f"jpeg_{k}": v for k, v in score(ground_truth, decoded, settings.ssim_window).items()}
   row.update(score(ground_truth, restored, settings.ssim_window))
   return row, restored
@@ -140,13 +172,17 @@ def plot(summary: dict[int, dict], title: str, path: Path) -> None:
   pyplot.close(figure)
 
 
+def report_title(description: dict) -> str:
+  return f"{description['model']} on {description['dataset']} ({description['protocol']} protocol)"
+
+
 def write_report(rows, summary, description: dict, output_dir: Path) -> None:
   output_dir.mkdir(parents=True, exist_ok=True)
   with open(output_dir / "per_image.csv", "w", newline="") as file:
     writer = csv.DictWriter(file, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  title = f"{description['model']} on {description['dataset']}"
+  title = report_title(description)
   (output_dir / "summary.json").write_text(json.dumps({**description, "qualities": summary}, indent=2))
   (output_dir / "summary.md").write_text(markdown_table(summary, title))
   plot(summary, title, output_dir / "psnr_vs_quality.png")
@@ -156,18 +192,21 @@ def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments {argv[1:]}")
   settings = Settings(qualities=tuple(int(q) for q in FLAGS.qualities), self_ensemble=FLAGS.self_ensemble,
-                      ssim_window=FLAGS.ssim_window, bucket=FLAGS.bucket, save_images=FLAGS.save_images)
+                      ssim_window=FLAGS.ssim_window, bucket=FLAGS.bucket, save_images=FLAGS.save_images,
+                      protocol=FLAGS.protocol)
   if settings.ssim_window not in metrics.SSIM_WINDOWS:
     raise ValueError(f"--ssim_window must be one of {list(metrics.SSIM_WINDOWS)}")
   image_paths = sources.list_images(resolve_dataset(FLAGS.dataset, FLAGS.shared))[:FLAGS.limit or None]
   loaded = inference.load_model_from_flags()
+  # Resolved once, so summary.json records the protocol actually used rather than "auto".
+  settings.protocol = protocol_for(loaded.config.model.name, settings.protocol)
   output_dir = Path(FLAGS.output_dir)
   rows = evaluate(loaded, image_paths, settings, output_dir / "images" if settings.save_images else None)
   summary = summarize(rows)
   description = {"model": loaded.config.model.name, "weights": loaded.source, "dataset": FLAGS.dataset,
                  "color": loaded.color, **dataclasses.asdict(settings)}
   write_report(rows, summary, description, output_dir)
-  print(markdown_table(summary, f"{description['model']} on {FLAGS.dataset}"))
+  print(markdown_table(summary, report_title(description)))
   logging.info("wrote %s", output_dir)
 
 
@@ -184,6 +223,9 @@ def define_flags() -> None:
                        "Pad images to a multiple of this (fewer compiles); 0 = no padding, exactly the published "
                        "protocol, one compile per image size.")
   flags.DEFINE_bool("save_images", False, "Also write the restored images.")
+  flags.DEFINE_enum("protocol", "auto", ["auto", *PROTOCOLS],
+                    "How the JPEG is made: reference = the image as it is (spec/reference_numbers.md); qgcn = "
+                    "edge-padded to a multiple of 8 first, as QGCN's eval_qm.py; auto = qgcn for QCN/QGCN.")
   flags.DEFINE_string("output_dir", "evaluation", "Folder for the CSV, JSON, Markdown table and plot.")
   flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).")
   flags.DEFINE_string("shared", None, "The shared data folder (default $JAXCAR_SHARED or ../shared).")

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import safetensors.numpy
 from flax import linen as nn
 
 from jaxcar import convert, host_memory, models, zoo
@@ -217,7 +216,7 @@ def load_model(config: ml_collections.ConfigDict | None = None, weights=None, wo
     source = str(workdir)
   else:
     config = config if config is not None else _manifest_config(weights)
-    params = load_params(weights, config.model.name, create_model(config))
+    params = convert.load_params(weights, config.model.name, create_model(config))
     source = str(weights)
   return LoadedModel(config, Predictor(create_model(config), params), source)
 
@@ -228,24 +227,6 @@ def _manifest_config(weights) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f"{weights} has no manifest ({path.name}); pass --config=NAME to say which network "
                             f"and data settings it belongs to")
   return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
-
-
-def load_params(weights, model_name: str, model: nn.Module) -> dict:
-  """Parameters from any supported file; jaxcar's own safetensors exports use flat `/`-joined Flax names."""
-  weights = Path(weights)
-  if not weights.is_file():
-    raise FileNotFoundError(f"{weights}: no such weights file")
-  if weights.suffix.lower() == ".safetensors":
-    try:
-      arrays = safetensors.numpy.load_file(str(weights))
-    except Exception as error:  # safetensors raises its own SafetensorError for corrupt headers
-      raise convert.ConversionError(f"{weights}: not a readable safetensors file ({error})") from None
-    if any("/" in key for key in arrays):
-      expected = convert.expected_shapes(model)
-      found = {tuple(key.split("/")): value for key, value in arrays.items()}
-      convert.check_shapes(found, expected, f"{weights} ({model_name})")
-      return convert.as_params(found, expected)
-  return convert.load_params(weights, model_name, model)
 
 
 # ---------------------------------------------------------------------------------------------------

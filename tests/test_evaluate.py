@@ -109,3 +109,54 @@ def test_model_from_a_training_workdir(tmp_path):
   assert loaded.config.model.name == "dacar3" and loaded.color == "grey"
   for restored, expected in zip(jax.tree_util.tree_leaves(loaded.predictor.params), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(np.asarray(restored), np.asarray(expected))
+
+
+def _tiny_qcn(name="qcn"):
+  """A random 1-block QCN/QGCN with the QCN family's data settings (maps, [-1, 1], global image)."""
+  config = base.get_config()
+  config.model.name = name
+  config.model.options = {"num_blocks": 2 if name == "qgcn" else 1, "features": 8}
+  config.data.update(quantization_maps=True, value_range="minus_one_one", global_size=112 if name == "qgcn" else 0)
+  model = inference.create_model(config)
+  return inference.LoadedModel(config, inference.Predictor(model, models.init(model, jax.random.key(1))["params"]), "t")
+
+
+def test_auto_protocol_is_qgcns_for_the_qcn_family_only():
+  assert evaluate.protocol_for("qcn") == evaluate.protocol_for("qgcn") == "qgcn"
+  assert evaluate.protocol_for("dacar3") == evaluate.protocol_for("edsr") == "reference"
+  assert evaluate.protocol_for("qcn", "reference") == "reference"
+  with pytest.raises(ValueError, match="unknown evaluation protocol"):
+    evaluate.protocol_for("qcn", "matlab")
+
+
+def test_qgcn_protocol_pads_the_ground_truth_to_the_jpeg_grid_before_compressing(monkeypatch):
+  image = np.random.default_rng(3).integers(0, 256, (50, 70, 3), np.uint8)
+  source = evaluate.jpeg_source(image, "qgcn")
+  assert source.shape == (56, 72, 3)
+  np.testing.assert_array_equal(source[:50, :70], image)
+  np.testing.assert_array_equal(source[50:, :70], np.broadcast_to(image[-1:], (6, 70, 3)))  # edge rows
+  np.testing.assert_array_equal(source[:, 70:], np.repeat(source[:, 69:70], 2, axis=1))
+  assert evaluate.jpeg_source(image, "reference") is image
+  assert evaluate.jpeg_source(image[:48, :64], "qgcn").shape == (48, 64, 3)
+  # The network, and so QGCN's global image, sees the padded JPEG; scores are on the original size.
+  seen = []
+  real_restore = evaluate.restore
+  monkeypatch.setattr(evaluate, "restore", lambda loaded, decoded, *rest: seen.append(decoded.shape) or
+                      real_restore(loaded, decoded, *rest))
+  loaded = _tiny_qcn("qgcn")
+  row, restored = evaluate.evaluate_image(loaded, image, 10, evaluate.Settings(bucket=0))
+  assert seen == [(56, 72, 3)] and restored.shape == image.shape
+  official = jpeg.decode(jpeg.compress(source, 10), "rgb")[:50, :70]
+  assert row["jpeg_psnr"] == pytest.approx(metrics.psnr(image, official), abs=1e-12)
+  assert row["psnr"] == pytest.approx(metrics.psnr(image, restored), abs=1e-12)
+
+
+def test_the_two_protocols_differ_only_off_the_jpeg_grid():
+  rng = np.random.default_rng(4)
+  loaded = _tiny_qcn()
+  ragged, aligned = rng.integers(0, 256, (50, 70, 3), np.uint8), rng.integers(0, 256, (48, 64, 3), np.uint8)
+  scores = {protocol: [evaluate.evaluate_image(loaded, image, 10, evaluate.Settings(bucket=0, protocol=protocol))[0]
+                       for image in (ragged, aligned)] for protocol in evaluate.PROTOCOLS}
+  assert scores["qgcn"][1] == scores["reference"][1]
+  assert scores["qgcn"][0]["jpeg_psnr"] != scores["reference"][0]["jpeg_psnr"]
+  assert scores["qgcn"][0]["psnr"] != scores["reference"][0]["psnr"]

@@ -3,8 +3,13 @@ restores an embedded photograph better than its JPEG at low, middle and high qua
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -92,5 +97,45 @@ def test_altered_weights_are_refused(zoo_copy):
   manifest["sha256"] = hashlib.sha256(bytes(data)).hexdigest()  # digest forged too: the values are checked
   manifest_path.write_text(json.dumps(manifest))
   zoo.manifests.cache_clear()
-  with pytest.raises(zoo.ZooError, match="non-finite"):
+  with pytest.raises(ValueError, match="non-finite"):
     zoo.load("grey")
+
+
+def test_training_can_start_from_a_shipped_model():
+  from jaxcar.training import steps, supervised  # pylint: disable=import-outside-toplevel
+  shipped = zoo.load("grey")
+  config = ml_collections.ConfigDict(shipped.config.to_dict())
+  config.init_from = "grey"
+  state = supervised.SupervisedTrainer(config, steps.make_mesh()).init_state()
+  for got, want in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(shipped.params)):
+    np.testing.assert_array_equal(np.asarray(got), want)
+  config.model.options.features = 8  # another network: refused, naming the mismatch
+  with pytest.raises(ValueError, match="init_from=grey"):
+    supervised.SupervisedTrainer(config, steps.make_mesh()).init_state()
+
+
+def _cli(*args, cwd):
+  """A jaxcar CLI as a user runs it: its own process (one CPU device, no test setup), relative paths."""
+  env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+  done = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                        timeout=600, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  return done.stdout
+
+
+def test_cli_restore_needs_no_model_flags_and_the_others_take_model(tmp_path):
+  photo = sources.load_image(sources.list_images("embedded:validation")[1], "rgb")[:120, :160]
+  Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=15)
+  _cli("jaxcar.restore", "photo.jpg", "--output", "restored", cwd=tmp_path)
+  assert Image.open(tmp_path / "restored" / "photo.png").size == (160, 120)
+  _cli("jaxcar.export", "--model=grey", "--formats=safetensors", "--output_dir=exported", cwd=tmp_path)
+  reloaded = inference.load_model(weights=tmp_path / "exported" / "qcn.safetensors")
+  for got, want in zip(jax.tree_util.tree_leaves(reloaded.predictor.params), jax.tree_util.tree_leaves(zoo.load("grey").params)):
+    np.testing.assert_array_equal(got, want)
+  (tmp_path / "photos").mkdir()
+  Image.fromarray(photo).save(tmp_path / "photos" / "clean.png")
+  _cli("jaxcar.evaluate", "--model=color", "--dataset=photos", "--qualities=15", "--bucket=0", "--output_dir=scores",
+       cwd=tmp_path)
+  summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
+  assert summary["weights"] == f"jaxcar.zoo:{zoo.resolve('color')}"
+  assert summary["qualities"]["15"]["model"]["psnr"] > summary["qualities"]["15"]["jpeg"]["psnr"]

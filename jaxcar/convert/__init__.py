@@ -79,9 +79,14 @@ def check_shapes(found: dict[Path_, np.ndarray], expected: dict[Path_, tuple], s
                             f"the network expects {shape}")
 
 
-def as_params(found: dict[Path_, np.ndarray], expected: dict[Path_, tuple]) -> dict:
-  """The exact Flax tree (float32 numpy leaves) in the model's order."""
-  return unflatten({path: np.asarray(found[path], np.float32) for path in expected})
+def as_params(found: dict[Path_, np.ndarray], expected: dict[Path_, tuple], source: str = "weights") -> dict:
+  """The exact Flax tree (float32 numpy leaves) in the model's order; refuses NaN or Inf values, which
+  would otherwise restore every image to black without an error."""
+  params = {path: np.asarray(found[path], np.float32) for path in expected}
+  damaged = ["/".join(path) for path, value in params.items() if not np.isfinite(value).all()]
+  if damaged:
+    raise ConversionError(f"{source}: non-finite (NaN or Inf) values in {damaged[:3]}; the weights are damaged")
+  return unflatten(params)
 
 
 def load_params(path, model_name: str, model=None) -> dict:
@@ -96,19 +101,24 @@ def load_params(path, model_name: str, model=None) -> dict:
   if reader == "keras":
     from jaxcar.convert import keras
     return keras.load(path, model, model_name)
+  source = f"{path} ({model_name})"
   if reader == "pytorch":
     from jaxcar.convert import pytorch
-    return pytorch.state_dict_to_flax(pytorch.read_state_dict(path), model, source=f"{path} ({model_name})",
-                                      strict=model_name not in PARTIAL_SOURCES)
-  return _load_npz(path, model, model_name)
-
-
-def _load_npz(path: Path, model, model_name: str) -> dict:
-  expected = expected_shapes(model)
+    state_dict = pytorch.read_state_dict(path)
+    if any("/" in key for key in state_dict):  # jaxcar's own safetensors export: Flax names
+      return flax_named_params(state_dict, model, source)
+    return pytorch.state_dict_to_flax(state_dict, model, source=source, strict=model_name not in PARTIAL_SOURCES)
   try:
     with np.load(path, allow_pickle=False) as archive:
-      found = {tuple(key.split("/")): archive[key] for key in archive.files}
+      arrays = {key: archive[key] for key in archive.files}
   except ValueError as error:
     raise ConversionError(f"{path}: not a plain-array .npz ({error})") from None
-  check_shapes(found, expected, f"{path} ({model_name})")
-  return as_params(found, expected)
+  return flax_named_params(arrays, model, source)
+
+
+def flax_named_params(arrays: dict[str, np.ndarray], model, source: str) -> dict:
+  """Parameters from arrays named by `/`-joined Flax paths (jaxcar's .safetensors and .npz exports)."""
+  expected = expected_shapes(model)
+  found = {tuple(key.split("/")): value for key, value in arrays.items()}
+  check_shapes(found, expected, source)
+  return as_params(found, expected, source)

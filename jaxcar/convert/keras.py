@@ -62,7 +62,7 @@ def layers_to_flax(layers: list[Layer], model, source: str) -> dict:
       keras_names[module + (weight_name,)] = f"{layer_name}/{weight_name}"
   describe = lambda path: f"{keras_names.get(path, '(no Keras layer)')} -> {'/'.join(path)}"
   check_shapes(found, expected, source, describe)
-  return as_params(found, expected)
+  return as_params(found, expected, source)
 
 
 def load(path, model, model_name: str = "") -> dict:

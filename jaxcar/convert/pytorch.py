@@ -74,7 +74,7 @@ def state_dict_to_flax(state_dict, model, *, source: str = "state_dict", strict:
   # Compare in torch layout, so the message shows the shapes as the file holds them.
   torch_shapes = {path: _torch_shape(path[-1], shape) for path, shape in expected.items()}
   check_shapes(found, torch_shapes, source, lambda path: f"{torch_key(path)!r} (Flax {'/'.join(path)})")
-  return as_params({path: to_flax_layout(path[-1], value) for path, value in found.items()}, expected)
+  return as_params({path: to_flax_layout(path[-1], value) for path, value in found.items()}, expected, source)
 
 
 def _strip_prefix(key: str) -> str:

@@ -5,6 +5,7 @@ Layout under `workdir` (a local path or anything etils/Orbax supports, e.g. gs:/
   checkpoints/<step>/state/          the train state pytree (Orbax StandardSave): step, params,
                                      opt_state, ema_params, rng; NoGAN: {"generator": ..., "discriminator": ...}
   checkpoints/<step>/data/           the Grain iterator position, one process_<i>-of-<n>.json per process
+  best/<step>/state/                 with config.keep_best: the state of the best validation PSNR so far
 Saving is asynchronous, decided by a fixed-interval policy, keeps the latest `keep_checkpoints`.
 """
 
@@ -20,6 +21,7 @@ import orbax.checkpoint as ocp
 from jaxcar import paths
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
 CONFIG_FILE = "config.json"
 
 
@@ -53,9 +55,26 @@ def manager(workdir, config: ml_collections.ConfigDict) -> ocp.CheckpointManager
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
-def checkpoint_dir(workdir) -> epath.Path:
-  """WORKDIR/checkpoints, absolute: Orbax refuses relative paths, users type them."""
-  return epath.Path(paths.absolute(workdir)) / CHECKPOINT_DIR
+def checkpoint_dir(workdir, folder: str = CHECKPOINT_DIR) -> epath.Path:
+  """WORKDIR/checkpoints (or another `folder`), absolute: Orbax refuses relative paths, users type them."""
+  return epath.Path(paths.absolute(workdir)) / folder
+
+
+def best_manager(workdir) -> ocp.CheckpointManager:
+  """WORKDIR/best: one state, the one with the highest validation PSNR saved so far. Orbax ranks by the
+  metrics stored beside each save, so the best survives a resume."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda metrics: metrics["psnr"], best_mode="max",
+                                         enable_async_checkpointing=False, create=True)
+  return ocp.CheckpointManager(checkpoint_dir(workdir, BEST_DIR), options=options)
+
+
+def save_if_best(mngr: ocp.CheckpointManager, step: int, state, psnr: float) -> None:
+  """Offers the state validated at `step` to the best manager, which keeps it only if `psnr` is the best.
+
+  A resumed run validates some steps again with identical parameters; those are skipped.
+  """
+  if step not in mngr.all_steps():
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), metrics={"psnr": float(psnr)})
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, iterator, force: bool = False) -> bool:
@@ -89,12 +108,16 @@ def read_config(workdir) -> ml_collections.ConfigDict:
 
 
 def restore_params(workdir, config: ml_collections.ConfigDict | None = None, step: int | None = None):
-  """The restoring network's parameters (EMA when the run kept one) at `step` (default: latest).
+  """The restoring network's parameters (EMA when the run kept one) at `step` (default: the best
+  validation state of a `keep_best` run, else the latest).
 
   Needs no optimizer or model: the state is read as saved, so `config` is not needed either (accepted
   so callers can pass what they have). For NoGAN it is the generator's.
   """
   mngr = _reader(workdir)
+  if step is None and best_step(workdir) is not None:
+    mngr, step = _reader(workdir, BEST_DIR), best_step(workdir)
+    logging.info("using the best-validation parameters of %s (step %d)", workdir, step)
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {mngr.directory}; train first with python -m jaxcar.train")
@@ -112,9 +135,16 @@ def latest_step(workdir) -> int | None:
   return _reader(workdir).latest_step()
 
 
-def _reader(workdir) -> ocp.CheckpointManager:
+def best_step(workdir) -> int | None:
+  """The step of the best-validation state a `keep_best` run kept, or None."""
+  if not checkpoint_dir(workdir, BEST_DIR).is_dir():
+    return None
+  return _reader(workdir, BEST_DIR).latest_step()  # the folder holds only the best one
+
+
+def _reader(workdir, folder: str = CHECKPOINT_DIR) -> ocp.CheckpointManager:
   # Not `read_only`: Orbax logs four warnings for it; a manager that is never asked to save writes nothing.
   # Both items' handlers are named so that reading the metadata does not warn about the other one.
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()}
-  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers,
+  return ocp.CheckpointManager(checkpoint_dir(workdir, folder), item_handlers=handlers,
                                options=ocp.CheckpointManagerOptions(create=False))

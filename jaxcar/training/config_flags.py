@@ -53,6 +53,13 @@ def usage() -> str:
       "  python -m jaxcar.train --config=qcn:small --print_config"])
 
 
+def print_help(flag_values: flags.FlagValues) -> None:
+  """The running CLI's docstring, the configs and the CLI's own flags."""
+  main_doc = (sys.modules["__main__"].__doc__ or "").strip()
+  print(f"{main_doc}\n\n{usage()}\n\nFlags ({HELP_FLAGS[-1]} for absl's own):\n"
+        f"{flag_values.main_module_help().strip()}")
+
+
 def resolve(spec: str) -> str:
   """`qcn:small` -> `/.../configs/qcn.py:small`; a path (with optional `:variants`) is checked and kept."""
   name, sep, variants = spec.partition(":")
@@ -78,9 +85,7 @@ def parse(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[
   argv = list(argv)
   spec_index = next((i for i, a in enumerate(argv) if a.startswith("--config=")), None)
   if spec_index is None and any(arg in HELP_FLAGS for arg in argv[1:]):
-    main_doc = (sys.modules["__main__"].__doc__ or "").strip()
-    print(f"{main_doc}\n\n{usage()}\n\nFlags ({HELP_FLAGS[-1]} for absl's own):\n"
-          f"{flag_values.main_module_help().strip()}")
+    print_help(flag_values)  # absl's own help needs a parsed --config first
     raise SystemExit(0)
   if spec_index is None:
     raise ConfigError(f"--config is required: one of {available()} (add ':small' for a quick CPU run)")

@@ -3,6 +3,7 @@
 Resumes from the latest checkpoint in `workdir` (state, RNG and the data iterator's position), so an
 interrupted run continues with exactly the batch it would have seen. SIGTERM/SIGINT save a checkpoint
 and return cleanly. A non-finite loss stops the run without saving, keeping the last good checkpoint.
+With `config.keep_best`, every validation also offers the state to WORKDIR/best (the best one stays).
 """
 
 import time
@@ -33,9 +34,10 @@ def make_trainer(config, mesh):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Train until `config.num_steps`; returns the last logged metrics (and validation PSNR)."""
-  _check_batch(config)
+  devices = mesh_devices(config)
+  _check_batch(config, len(devices))
   _prepare_workdir(workdir)
-  mesh = steps.make_mesh()
+  mesh = steps.make_mesh(devices)
   trainer = make_trainer(config, mesh)
   iterator = _train_iterator(config)
   mngr = checkpoint.manager(workdir, config)
@@ -47,17 +49,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   checkpoint.write_config(workdir, config)
   examples = validation.load(config.data, trainer.size_multiple)
   writer = writers.RunWriter(workdir)
+  best = checkpoint.best_manager(workdir) if config.get("keep_best", False) else None
   stop = distributed.StopRequest().install()
   try:
-    return _run(config, trainer, state, start_step, iterator, mngr, examples, writer, stop, mesh)
+    return _run(config, trainer, state, start_step, iterator, (mngr, best), examples, writer, stop, mesh)
   finally:
     stop.uninstall()
     mngr.wait_until_finished()
     mngr.close()
+    if best is not None:
+      best.close()
     writer.close()
 
 
-def _run(config, trainer, state, step, iterator, mngr, examples, writer, stop, mesh) -> dict:
+def _run(config, trainer, state, step, iterator, managers, examples, writer, stop, mesh) -> dict:
+  mngr, best = managers  # the run's checkpoints; the best-validation one (None without keep_best)
   progress = writers.Progress(step, config.num_steps, config.batch_size)
   last, pending = {}, []
   stop_every = 1 if jax.process_count() == 1 else config.log_every  # a cross-process check costs a sync
@@ -75,7 +81,10 @@ def _run(config, trainer, state, step, iterator, mngr, examples, writer, stop, m
       last = _log(step, pending, progress, writer, input_seconds)
       pending, input_seconds = [], 0.0
     if step % config.eval_every == 0 or at_end:
-      last.update(_validate(step, trainer, state, examples, config, writer))
+      scores = _validate(step, trainer, state, examples, config, writer)
+      last.update(scores)
+      if best is not None and scores:
+        checkpoint.save_if_best(best, step, state, scores["validation_psnr"])
     if stopping:
       checkpoint.save(mngr, step, state, iterator, force=True)
       writers.log(f"stop requested: saved the checkpoint at step {step}; rerun the same command to resume")
@@ -116,12 +125,25 @@ def _train_iterator(config):
                                  process_count=jax.process_count())
 
 
-def _check_batch(config):
+def mesh_devices(config) -> list:
+  """The devices the batch is split over: all, or the first `config.num_devices` (an equal share of
+  each process's own devices, since every process feeds its devices' part of the batch)."""
+  wanted, processes = config.get("num_devices", 0), jax.process_count()
+  if not wanted:
+    return jax.devices()
+  if wanted % processes or wanted // processes > jax.local_device_count():
+    raise ValueError(f"num_devices={wanted} must be a multiple of the {processes} processes and at most "
+                     f"{jax.device_count()}; set --config.num_devices=0 for all devices")
+  by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(processes)]
+  return [device for devices in by_process for device in devices[:wanted // processes]]
+
+
+def _check_batch(config, devices: int):
   # Every device gets the same share, and every process loads its own devices' shares.
-  devices = jax.device_count()
   if config.batch_size % devices:
-    raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {devices} devices; "
-                     f"set --config.batch_size={max(devices, config.batch_size // devices * devices)}")
+    raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {devices} devices; set "
+                     f"--config.batch_size={max(devices, config.batch_size // devices * devices)}, or "
+                     f"--config.num_devices to a divisor of it")
 
 
 def _prepare_workdir(workdir):

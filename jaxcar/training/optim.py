@@ -8,12 +8,17 @@ Schedules (all in optimizer steps, so epoch-based recipes are converted in the c
 - "cosine": linear warm-up from 0 over `warmup_steps`, then a cosine decay to
   `learning_rate * final_fraction` at `num_steps` (jaxcar's zoo recipes).
 - "restorer_halving": the Image Restorer's coded quirk: after every epoch whose (index + 1) is *not* a
-  multiple of `halving_period`, the lr is halved (epoch length = `decay_steps`). The seed also
-  recreated Adam at each halving; that reset is not reproduced (moments carry over).
+  multiple of `halving_period`, the lr is halved (epoch length = `decay_steps`).
+`reset_at_decay`: the optimizer restarts from its initial state (moments and bias-correction count) at
+every lr change of a "step" or "restorer_halving" schedule, as the Image Restorer's Training.py did by
+creating a new Adam at each halving.
 """
 
 import inspect
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -24,17 +29,21 @@ def schedule(opt: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
     return optax.constant_schedule(lr)
   if opt.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, lr, opt.warmup_steps, num_steps, lr * opt.final_fraction)
+  if opt.schedule in ("step", "restorer_halving"):
+    return optax.piecewise_constant_schedule(lr, decay_boundaries(opt, num_steps))
+  raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}; valid: constant, step, cosine, restorer_halving")
+
+
+def decay_boundaries(opt: ml_collections.ConfigDict, num_steps: int) -> dict[int, float]:
+  """{step: factor the lr is multiplied by from that step on} of a "step" or "restorer_halving" schedule."""
   if opt.decay_steps <= 0:
     raise ValueError(f"optimizer.schedule={opt.schedule!r} needs optimizer.decay_steps > 0")
   if opt.schedule == "step":
     first = opt.get("decay_start", 0) or opt.decay_steps
-    boundaries = range(first, num_steps, opt.decay_steps)
-    return optax.piecewise_constant_schedule(lr, {b: opt.decay_factor for b in boundaries})
-  if opt.schedule == "restorer_halving":
-    epochs = range(num_steps // opt.decay_steps)
-    halvings = [e for e in epochs if (e + 1) % opt.get("halving_period", 20) != 0]
-    return optax.piecewise_constant_schedule(lr, {(e + 1) * opt.decay_steps: 0.5 for e in halvings})
-  raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}; valid: constant, step, cosine, restorer_halving")
+    return {b: opt.decay_factor for b in range(first, num_steps, opt.decay_steps)}
+  epochs = range(num_steps // opt.decay_steps)
+  halvings = [e for e in epochs if (e + 1) % opt.get("halving_period", 20) != 0]
+  return {(e + 1) * opt.decay_steps: 0.5 for e in halvings}
 
 
 def optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
@@ -44,7 +53,45 @@ def optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.GradientT
     raise ValueError(f"unknown optimizer.name {opt.name!r}; use an optax optimizer such as adam, adamax, sgd")
   accepted = inspect.signature(factory).parameters
   hyper = {k: opt[k] for k in ("b1", "b2", "eps") if k in accepted and k in opt}
-  tx = factory(learning_rate=schedule(opt, num_steps), **hyper)
+  if opt.get("reset_at_decay", False) and opt.schedule != "constant":  # a constant lr never changes
+    tx = _reset_at_decay(factory, hyper, opt, num_steps)
+  else:
+    tx = factory(learning_rate=schedule(opt, num_steps), **hyper)
   if opt.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
   return tx
+
+
+def _reset_at_decay(factory, hyper: dict, opt: ml_collections.ConfigDict, num_steps: int):
+  """`factory`'s optimizer at lr 1, restarted at every lr change, then scaled by the schedule.
+
+  The schedule sits outside the reset so its own step count runs on; scaling the lr-1 update by
+  schedule(count) is exactly what `factory(learning_rate=schedule)` computes for Adam-type optimizers
+  (their update is linear in the lr).
+  """
+  if opt.schedule not in ("step", "restorer_halving"):
+    raise ValueError(f"optimizer.reset_at_decay needs a 'step' or 'restorer_halving' schedule, not {opt.schedule!r}")
+  restarting = restart_at(factory(learning_rate=1.0, **hyper), sorted(decay_boundaries(opt, num_steps)))
+  return optax.chain(restarting, optax.scale_by_schedule(schedule(opt, num_steps)))
+
+
+class RestartState(NamedTuple):
+  count: jax.Array  # updates applied so far
+  inner: Any
+
+
+def restart_at(tx: optax.GradientTransformation, steps: list[int]) -> optax.GradientTransformation:
+  """`tx`, whose state is replaced by a fresh `tx.init` just before the update of each step in `steps`."""
+  restart_steps = jnp.asarray(steps or [-1], jnp.int32)
+
+  def init(params):
+    return RestartState(jnp.zeros([], jnp.int32), tx.init(params))
+
+  def update(updates, state, params=None):
+    fresh = jnp.any(state.count == restart_steps)
+    initial = tx.init(params if params is not None else updates)
+    inner = jax.tree.map(lambda new, old: jnp.where(fresh, new, old), initial, state.inner)
+    updates, inner = tx.update(updates, inner, params)
+    return updates, RestartState(optax.safe_int32_increment(state.count), inner)
+
+  return optax.GradientTransformation(init, update)

@@ -3,7 +3,7 @@
 import jax
 import ml_collections
 
-from jaxcar import models
+from jaxcar import convert, models, zoo
 from jaxcar.models import qcn
 from jaxcar.training import losses, optim, steps
 
@@ -22,10 +22,24 @@ class SupervisedTrainer:
     self._apply = steps.make_apply(self.model, mesh)
 
   def init_state(self) -> steps.TrainState:
-    def init():
-      params = models.init(self.model, jax.random.PRNGKey(self.config.seed))["params"]
+    def init(start_params):
+      params = start_params
+      if params is None:
+        params = models.init(self.model, jax.random.PRNGKey(self.config.seed))["params"]
       return steps.init_state(params, self.tx, self.config.seed, self.config.ema_decay)
-    return jax.jit(init, out_shardings=steps.replicated(self.mesh))()
+    return jax.jit(init, out_shardings=steps.replicated(self.mesh))(self._start_params())
+
+  def _start_params(self):
+    """`config.init_from`'s parameters (a jaxcar.zoo name or a weights file), or None: random init."""
+    source = self.config.get("init_from", "")
+    if not source:
+      return None
+    if source in zoo.names():
+      params = zoo.load(source).params
+      convert.check_shapes(convert.flatten(params), convert.expected_shapes(self.model),
+                           f"init_from={source} (a different network than config.model)")
+      return params
+    return convert.load_params(source, self.config.model.name, self.model)
 
   def abstract_state(self):
     return jax.eval_shape(self.init_state)

@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 
 import ml_collections
-import numpy as np
 import safetensors.numpy
 
 from jaxcar import convert, models
@@ -90,12 +89,6 @@ def load(name: str) -> Pretrained:
   if hashlib.sha256(data).hexdigest() != entry["sha256"]:
     raise ZooError(f"{path}: contents do not match the manifest's SHA-256; reinstall jaxcar")
   config = ml_collections.ConfigDict(entry["config"])
-  arrays = safetensors.numpy.load(data)
-  found = {tuple(key.split("/")): value for key, value in arrays.items()}
-  bad = [key for key, value in arrays.items() if not np.all(np.isfinite(value))]
-  if bad:
-    raise ZooError(f"{path}: non-finite values in {bad[:3]}")
   model = models.create(config.model.name, **dict(config.model.options))
-  expected = convert.expected_shapes(model)
-  convert.check_shapes(found, expected, str(path))
-  return Pretrained(name, entry, config, convert.as_params(found, expected))
+  params = convert.flax_named_params(safetensors.numpy.load(data), model, str(path))  # shapes, finite values
+  return Pretrained(name, entry, config, params)
