@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
                                                  # photos "embedded" leaves out, a source as above, or
                                                  # "split:N": N images of data.source, left out of training
   config.data.validation_quality = 10
+  config.data.jpeg_consistency = False  # evaluate/restore: project a grey model's output onto the JPEG's
+                                        # quantization intervals (jaxcar.data.consistency)
 
   # --- optimisation ---
   config.batch_size = 16               # global batch, split over processes and devices

@@ -89,7 +89,7 @@ def restore(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np.ndarr
     output = inference.predict_ensemble(run, inputs, global_inputs)
   else:
     output = run(inputs, global_inputs)
-  return loaded.to_uint8(output)
+  return loaded.finish(output, decoded, tables)
 
 
 def score(ground_truth: np.ndarray, image: np.ndarray, ssim_window: str) -> dict[str, float]:

@@ -27,7 +27,7 @@ from flax import linen as nn
 
 from jaxcar import convert, host_memory, models, zoo
 from jaxcar.models import qcn
-from jaxcar.data import prepare
+from jaxcar.data import consistency, prepare
 
 DEFAULT_BUCKET = 64
 # Sizes that every network here accepts (QCN needs even ones); the StableHLO export asks for this.
@@ -183,6 +183,15 @@ class LoadedModel:
     """(inputs, global_inputs or None) for a decoded uint8 (H, W, C) JPEG and its tables."""
     prepared = prepare.model_inputs(decoded, tables, self.config.data)
     return prepared["inputs"], prepared.get("global_inputs")
+
+  def finish(self, output: np.ndarray, decoded: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """The restored uint8 image for a decoded JPEG; with `data.jpeg_consistency` (grey models) first
+    projected onto the JPEG's quantization intervals (`jaxcar.data.consistency`)."""
+    if not (self.config.data.get("jpeg_consistency") and output.shape[-1] == 1):
+      return self.to_uint8(output)
+    pixels = np.clip(prepare.from_model_range(np.asarray(output, np.float64), self.config.data.value_range), 0.0, 1.0)
+    projected = consistency.project(pixels * 255.0, decoded, tables[0])
+    return np.round(np.clip(projected, 0.0, 255.0)).astype(np.uint8)
 
   def to_uint8(self, output: np.ndarray) -> np.ndarray:
     """Model output -> uint8: clipped to [0, 1], x255, rounded (the published evaluation protocol)."""

@@ -112,7 +112,7 @@ def restore_array(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np
     run = lambda image, global_image: inference.predict(predictor, image, global_image, settings.bucket)
     ensemble = settings.self_ensemble
     output = inference.predict_ensemble(run, inputs, global_inputs) if ensemble else run(inputs, global_inputs)
-  return loaded.to_uint8(output)
+  return loaded.finish(output, decoded, tables)
 
 
 def restore_image(loaded: inference.LoadedModel, image: Image.Image, tables: np.ndarray,

@@ -275,3 +275,18 @@ def test_keras_not_hdf5(tmp_path):
   with pytest.raises(ConversionError) as error:
     convert.load_params(tmp_path / "w.h5", "dacar3")
   _assert_one_line(error, "w.h5")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_non_finite_weights_are_refused(tmp_path, suffix):
+  model = jaxcar.models.create("dacar3")
+  params = convert.flatten(jax.tree_util.tree_map(np.asarray, jaxcar.models.init(model, jax.random.key(0))["params"]))
+  arrays = {"/".join(path): np.array(value, np.float32) for path, value in params.items()}
+  arrays["conv2/kernel"][0, 0, 0, 0] = np.nan
+  path = tmp_path / f"w{suffix}"
+  if suffix == ".npz":
+    np.savez(path, **arrays)
+  else:
+    safetensors.numpy.save_file(arrays, str(path))
+  with pytest.raises(ConversionError, match=r"non-finite .* \['conv2/kernel'\]"):
+    convert.load_params(path, "dacar3", model)

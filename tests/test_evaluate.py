@@ -31,7 +31,9 @@ def test_released_dacar3_reproduces_classic5_reference(shared, tmp_path):
              f"--weights={shared / 'pretrained' / 'dacar3_q10_keras.h5'}", "--dataset=classic5", "--qualities=10",
              f"--output_dir={tmp_path}", f"--shared={shared}"]
   subprocess.run(command, check=True, capture_output=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  summary = json.loads((tmp_path / "summary.json").read_text())["qualities"]["10"]
+  report = json.loads((tmp_path / "summary.json").read_text())
+  assert report["protocol"] == "reference"  # --protocol=auto: DACAR3 was published on unpadded JPEGs
+  summary = report["qualities"]["10"]
   assert summary["images"] == 5
   assert summary["jpeg"]["psnr"] == pytest.approx(27.821, abs=5e-4)
   assert summary["model"]["psnr"] == pytest.approx(29.171, abs=5e-4)

@@ -110,8 +110,7 @@ def check(sample: np.ndarray, expected) -> list[str]:
 def test_init_follows_the_seeds_initialiser(name):
   options, rule = NETWORKS[name]
   model = jaxcar.models.create(name.removesuffix("_readme"), **options)
-  init = jax.jit(lambda key: jaxcar.models.init(model, key, 16, 16)["params"])  # one compile, not op by op
-  params = flatten_dict(jax.device_get(init(jax.random.key(7))))
+  params = flatten_dict(jax.device_get(jaxcar.models.init(model, jax.random.key(7), 16, 16)["params"]))
   shapes = {path: np.shape(leaf) for path, leaf in params.items()}
   problems = {"/".join(path): check(leaf, rule(path, np.shape(leaf), shapes)) for path, leaf in params.items()}
   assert not {path: p for path, p in problems.items() if p}

@@ -96,8 +96,8 @@ def _tiny(name, images, extra):
 def test_carcnn_run_keeps_its_best_validation_parameters(images, tmp_path):
   config = _tiny("carcnn", images, ["batch_size=8", "num_steps=4", "keep_best=True", "optimizer.learning_rate=0.05"])
   loop.train_and_evaluate(config, tmp_path)
-  scores = {r["step"]: r["validation/psnr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
-            if "validation/psnr" in r}
+  records = map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+  scores = {r["step"]: r["validation/psnr"] for r in records if "validation/psnr" in r}
   assert sorted(scores) == [1, 2, 3, 4]
   assert checkpoint.best_step(tmp_path) == max(scores, key=scores.get)
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 import jax
 
-from jaxcar.training import checkpoint, config_flags, loop
+from jaxcar.training import checkpoint, config_flags, loop, validation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,3 +170,15 @@ def test_cli_errors_are_one_line(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "did you mean" in result.stderr
+
+
+def test_sample_grid_panels_are_captioned():
+  rng = np.random.default_rng(0)
+  clean = rng.integers(0, 256, (40, 60, 1), dtype=np.uint8)
+  compressed = np.clip(clean.astype(int) + rng.integers(-20, 20, clean.shape), 0, 255).astype(np.uint8)
+  example = validation.Example("x", clean, compressed, {})
+  grid = validation.sample_grid(example, compressed)
+  strip, panels = grid[:validation.CAPTION_HEIGHT], grid[validation.CAPTION_HEIGHT:]
+  np.testing.assert_array_equal(panels, np.repeat(np.concatenate([compressed, compressed, clean], 1), 3, -1))
+  for panel in range(3):  # each panel's caption (name and PSNR) is drawn above it
+    assert strip[:, panel * 60:(panel + 1) * 60].min() < 100, panel

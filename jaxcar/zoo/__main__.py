@@ -1,4 +1,7 @@
-"""`python -m jaxcar.zoo`: the pretrained models shipped with jaxcar, their size and scores."""
+"""`python -m jaxcar.zoo [--markdown]`: the pretrained models shipped with jaxcar, their size and scores.
+
+`--markdown` prints the scores tables README.md shows, from the shipped manifests.
+"""
 
 import sys
 
@@ -10,21 +13,50 @@ def describe(name: str, manifest: dict) -> str:
   training = manifest["training"]
   lines = [f"{name} (alias: {aliases}): {manifest['description']}",
            f"  {manifest['parameters']:,} parameters, {manifest['bytes'] / 1e6:.1f} MB; trained "
-           f"{training['steps']:,} steps ({training['cpu_hours']:.1f} CPU-hours): {training['command']}"]
+           f"{training['steps']:,} steps ({training['cpu_hours']:.2f} CPU-hours): {training['command']}"]
   for dataset, by_quality in manifest.get("scores", {}).items():
     cells = [f"q{q} {s['model']['psnr']:.2f} ({s['model']['psnr'] - s['jpeg']['psnr']:+.2f})"
-             for q, s in sorted(by_quality.items(), key=lambda item: int(item[0]))]
+             for q, s in _by_quality(by_quality)]
     lines.append(f"  {dataset} PSNR (vs JPEG): " + ", ".join(cells))
   return "\n".join(lines)
 
 
-def main() -> None:
+def _by_quality(by_quality: dict) -> list:
+  return sorted(by_quality.items(), key=lambda item: int(item[0]))
+
+
+def markdown(name: str, manifest: dict) -> str:
+  """One table per model: each dataset's PSNR / SSIM / PSNR-B, JPEG -> restored, at every quality."""
+  training = manifest["training"]
+  aliases = ", ".join(f"`{a}`" for a in manifest.get("aliases", ()))
+  lines = [f"**`{name}`** ({aliases}): {manifest['parameters']:,} parameters, {manifest['bytes'] / 1e6:.1f} MB, "
+           f"{training['steps']:,} steps of {training['patches'] // max(training['steps'], 1)} patches, "
+           f"{training['cpu_hours']:.2f} CPU-hours on {training['host']}; `{training['command']}`", ""]
+  datasets = list(manifest.get("scores", {}))
+  header = "| q | " + " | ".join(f"{d} PSNR | SSIM | PSNR-B" for d in datasets) + " |"
+  lines += [header, "|---" * (1 + 3 * len(datasets)) + "|"]
+  qualities = sorted({int(q) for d in datasets for q in manifest["scores"][d]})
+  for quality in qualities:
+    cells = []
+    for dataset in datasets:
+      entry = manifest["scores"][dataset][str(quality)]
+      jpeg, model = entry["jpeg"], entry["model"]
+      cells += [f"{jpeg['psnr']:.2f} → **{model['psnr']:.2f}**", f"{jpeg['ssim']:.4f} → {model['ssim']:.4f}",
+                f"{jpeg['psnr_b']:.2f} → {model['psnr_b']:.2f}"]
+    lines.append(f"| {quality} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
   if not zoo.manifests():
     sys.exit("no pretrained models are shipped with this installation")
+  if "--markdown" in argv:
+    print("\n".join(markdown(name, manifest) for name, manifest in zoo.manifests().items()))
+    return
   for name, manifest in zoo.manifests().items():
     print(describe(name, manifest))
   print("\nUse one with --model=NAME in jaxcar.evaluate / restore / export, or jaxcar.zoo.load(NAME).")
 
 
 if __name__ == "__main__":
-  main()
+  main(sys.argv[1:])

@@ -1,0 +1,50 @@
+"""Keep a restored image consistent with the JPEG it came from (quantization constraint projection).
+
+A JPEG stores each 8x8 block's DCT coefficients as integers k = round(c / q). So the original image's
+coefficients lie within [(k - 1/2) q, (k + 1/2) q]: a convex set that contains the truth. Clipping a
+restoration's coefficients into that set is the projection onto it, and a projection onto a convex set
+never moves an estimate further from any point of the set: the restoration can only get closer to the
+original (before the final rounding to uint8). Where q is small (high quality) the set is narrow, so a
+network's needless changes to a nearly lossless JPEG are undone.
+
+The coefficients k are recovered from the decoded pixels (the decoder's rounding moves them by about
+0.3 of a unit; `margin` can widen each interval to absorb that and the encoder's integer DCT, but on the
+zoo's validation split a margin of 0 scored best at q 10, 50, 90 and 95: BUILD_NOTES.md). Only whole
+blocks are projected: the encoder filled the partial blocks at the right and bottom edges with pixels
+that are not in the image. The JPEG's 2-D DCT is the orthonormal one, so `DCT @ block @ DCT.T`.
+"""
+
+import numpy as np
+
+BLOCK = 8
+DEFAULT_MARGIN = 0.0  # coefficient units
+
+
+def _dct_matrix() -> np.ndarray:
+  n = np.arange(BLOCK)
+  matrix = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * BLOCK)) * np.sqrt(2.0 / BLOCK)
+  matrix[0] /= np.sqrt(2.0)
+  return matrix
+
+
+DCT = _dct_matrix()
+
+
+def _blocks(plane: np.ndarray, rows: int, cols: int) -> np.ndarray:
+  """(H, W) -> (rows, cols, 8, 8) whole blocks, centred on 0 as the JPEG encoder level-shifts them."""
+  whole = plane[:rows * BLOCK, :cols * BLOCK].astype(np.float64) - 128.0
+  return whole.reshape(rows, BLOCK, cols, BLOCK).transpose(0, 2, 1, 3)
+
+
+def project(restored: np.ndarray, decoded: np.ndarray, table: np.ndarray, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+  """`restored` (H, W, 1) in 0-255 units, moved into the quantization intervals of `decoded` (the JPEG's
+  own decoded plane, uint8 (H, W, 1)) under the 8x8 `table` (natural order); float64 (H, W, 1)."""
+  rows, cols = restored.shape[0] // BLOCK, restored.shape[1] // BLOCK
+  table = np.asarray(table, np.float64)
+  stored = np.round(DCT @ _blocks(decoded[..., 0], rows, cols) @ DCT.T / table)
+  coefficients = DCT @ _blocks(restored[..., 0], rows, cols) @ DCT.T
+  low, high = (stored - 0.5) * table - margin, (stored + 0.5) * table + margin
+  pixels = DCT.T @ np.clip(coefficients, low, high) @ DCT + 128.0
+  result = restored.astype(np.float64)
+  result[:rows * BLOCK, :cols * BLOCK, 0] = pixels.transpose(0, 2, 1, 3).reshape(rows * BLOCK, cols * BLOCK)
+  return result
