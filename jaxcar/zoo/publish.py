@@ -31,16 +31,18 @@ flags.DEFINE_string("host", "", "Where it was trained, e.g. '2-core AMD EPYC (Ze
 flags.DEFINE_list("evaluations", [], "jaxcar.evaluate summary.json files to record as scores.")
 
 
-def scores(summary_files: list[str]) -> dict:
-  """{dataset: {quality: {"jpeg": {...}, "model": {...}}}} from evaluate's summary.json files."""
-  result = {}
+def scores(summary_files: list[str]) -> tuple[dict, dict]:
+  """({dataset: {quality: {"jpeg": {...}, "model": {...}}}}, {dataset: how it was evaluated}) from
+  evaluate's summary.json files."""
+  result, settings = {}, {}
   for path in summary_files:
     summary = json.loads(Path(path).read_text())
     if summary.get("bucket") != 0:
       raise ValueError(f"{path}: evaluate with --bucket=0 (the published protocol) before publishing")
     result.setdefault(summary["dataset"], {}).update(
         {str(q): {"jpeg": entry["jpeg"], "model": entry["model"]} for q, entry in summary["qualities"].items()})
-  return result
+    settings[summary["dataset"]] = {key: summary.get(key) for key in ("protocol", "ssim_window", "self_ensemble")}
+  return result, settings
 
 
 def main(argv):
@@ -66,8 +68,8 @@ def main(argv):
                    "patches": int(step) * int(config.batch_size), "data": config.data.source,
                    "validation": config.data.validation, "cpu_hours": FLAGS.cpu_hours,
                    "commit": FLAGS.commit, "host": FLAGS.host},
-      "scores": scores(FLAGS.evaluations),
   }
+  manifest["scores"], manifest["evaluated_with"] = scores(FLAGS.evaluations)
   (output_dir / f"{FLAGS.name}.json").write_text(json.dumps(manifest, indent=1) + "\n")
   models.create(config.model.name, **dict(config.model.options))  # the manifest's config builds the network
   zoo.manifests.cache_clear()
