@@ -205,6 +205,8 @@ def main(argv):
   named = any(FLAGS[name].present for name in ("config", "weights", "workdir", "model"))
   model_for = inference.load_model_from_flags() if named else ModelByColor()
   result = restore_files(model_for, argv[1:], Path(FLAGS.output), settings)
+  if not result["restored"]:  # a script must not mistake "every input was skipped" for success
+    raise ValueError(f"nothing restored: all {len(result['skipped'])} input(s) were skipped (reasons above)")
   print(f"restored {len(result['restored'])} file(s) into {FLAGS.output}; skipped {len(result['skipped'])}")
 
 

@@ -139,3 +139,13 @@ def test_cli_restore_needs_no_model_flags_and_the_others_take_model(tmp_path):
   summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
   assert summary["weights"] == f"jaxcar.zoo:{zoo.resolve('color')}"
   assert summary["qualities"]["15"]["model"]["psnr"] > summary["qualities"]["15"]["jpeg"]["psnr"]
+
+
+def test_cli_restore_fails_when_nothing_was_restored(tmp_path):
+  (tmp_path / "notes.jpg").write_text("not a JPEG")
+  env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+  done = subprocess.run([sys.executable, "-m", "jaxcar.restore", "notes.jpg", "missing.jpg", "--output", "out"],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode != 0
+  assert done.stderr.strip().splitlines()[-1] == (
+      "error: ValueError: nothing restored: all 2 input(s) were skipped (reasons above)")
