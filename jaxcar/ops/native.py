@@ -117,7 +117,7 @@ def _compile(prefix: pathlib.Path, library: pathlib.Path) -> None:
                       "point $JAXCAR_CACHE at a writable folder") from None
   partial = library.with_suffix(f".{os.getpid()}.tmp")  # concurrent builders never see half a file
   # ~30 s of silence on a first run would look like a hang: say what is happening, and that it is once.
-  _say(f"jaxcar: compiling its oneDNN convolution library, once (10-30 s; {SOURCE.name})")
+  _say(f"jaxcar: compiling its oneDNN convolution library, once (5-30 s; {SOURCE.name})")
   started = time.monotonic()
   command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-Wno-return-type",
              f"-I{jax.ffi.include_dir()}", f"-I{prefix / 'include'}", str(SOURCE),
