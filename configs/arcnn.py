@@ -1,4 +1,4 @@
-"""ARCNN as the QGCN repository re-implements it (nets/arcnn.py; spec §6), colour by default.
+"""ARCNN as the QGCN repository re-implements it (nets/arcnn.py, through its main.py), colour by default.
 
 That repository trains ARCNN through the same main.py as QCN (`--net arcnn --dataloader jpeg`): no
 quantization maps, [-1, 1] values, L1, Adam lr 1e-4 x0.1 every 20 epochs, 50 epochs, 64x64 dihedral
@@ -13,6 +13,5 @@ def get_config(arg=None):
   config = qcn.get_config(arg, name="qcn")  # the shared recipe; the network is replaced below
   color = config.data.color
   common.set_model(config, "arcnn", color=color)
-  config.data.quantization_maps = False
   config.data.quality_range = (1, 60)
   return config

@@ -28,12 +28,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.double_fraction = 1.0    # share of patches recompressed when double_quality_range is set
   config.data.dihedral = True          # random one of the 8 flips/rotations
   config.data.rescale_choices = ()     # e.g. (0.9, 0.8, 0.7, 0.6): rescale with p=0.5 before cropping
+  # What the network takes, set by `common.set_model` from the network's declaration (jaxcar.models):
   config.data.value_range = "zero_one" # "zero_one", "minus_one_one" (QCN family) or "zero_255" (CNN-CAR)
   config.data.quantization_maps = False  # append normalised quantization maps to the input (QCN/QGCN)
   config.data.global_size = 0          # >0: also feed the whole patch resized to this size (QGCN: 112)
   config.data.num_workers = 2          # Grain worker processes (0 = in the main process)
   config.data.prefetch_buffer_size = 2
-  config.data.cache_dir = ""           # decoded-image cache; "" = $JAXCAR_CACHE or ~/.cache/jaxcar/decoded
+  config.data.cache_dir = ""           # decoded-image cache; "" = $JAXCAR_CACHE/decoded (~/.cache/jaxcar/decoded)
   config.data.validation = "embedded:validation"  # held-out images for periodic PSNR: the two embedded
                                                  # photos "embedded" leaves out, a source as above, or
                                                  # "split:N": N images of data.source, left out of training
@@ -75,4 +76,6 @@ def get_config() -> ml_collections.ConfigDict:
                                        # evaluate/restore/export --workdir then use them (CNN-CAR kept its best)
   config.num_devices = 0               # devices the batch is split over: 0 = all (batch_size must divide among
                                        # them); N = the first N, N / process count on each process (NoGAN: 1)
+  config.cpu_conv = "auto"             # CPU convolutions (jaxcar.ops.conv): "auto" (oneDNN on one CPU device or on
+                                       # each device's slice of the batch, else XLA's), "onednn" or "xla"
   return config

@@ -1,4 +1,4 @@
-"""CNN-CAR (shimrite/CompressionArtifactReductionCNN at 339d977; spec §2).
+"""CNN-CAR (shimrite/CompressionArtifactReductionCNN at 339d977).
 
 Recipe reproduced: single-channel grey, raw 0-255 values in and out (no normalisation), 32x32 patches,
 no augmentation, MSE on the 0-255 scale, TF1 Adam (0.9, 0.999, 1e-8) lr 1e-3, batch 1000, ~800
@@ -18,7 +18,6 @@ def get_config(arg=None):
   config.data.patch_size = 32
   config.data.quality_range = (10, 10)
   config.data.dihedral = False
-  config.data.value_range = "zero_255"
   config.batch_size = 1000
   config.num_steps = 800
   config.loss = "mse"

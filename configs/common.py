@@ -8,9 +8,6 @@ import ml_collections
 
 from jaxcar.configs import base
 
-COLOR_VARIANTS = ("rgb", "grey")
-
-
 class UnknownVariant(ValueError):
   """A `:variant` this config does not have; `valid` lists the ones it has (`--help` shows them)."""
 
@@ -51,4 +48,8 @@ def set_model(config: ml_collections.ConfigDict, name: str, **options) -> ml_col
   from jaxcar import models  # configs stay importable without JAX until a model is chosen
   config.model.name = name
   config.model.options = ml_collections.ConfigDict({**models.options(name), **options})
+  network = models.network(name)  # the inputs it takes, as its seed feeds them
+  config.data.value_range = network.value_range
+  config.data.quantization_maps = network.quantization_maps
+  config.data.global_size = network.global_size
   return config

@@ -1,4 +1,4 @@
-"""DACAR3 (Albluwi et al., IMVIP 2018; spec §1), as the released Keras training script trains it.
+"""DACAR3 (Albluwi et al. 2018; Fatma-ALbluwi/DACAR-SACAR-models), as the released Keras training script trains it.
 
 Recipe reproduced: grey (BT.601 luma), JPEG q10, MSE, Adamax lr 2e-3 (the code and saved
 training_config say Adamax; the README says Adam), batch 64, 60 epochs of 8,156 steps with
@@ -20,7 +20,6 @@ def get_config(arg=None, name="dacar3", epochs=60):
   config.data.patch_size = 32
   config.data.quality_range = (10, 10)
   config.data.dihedral = False
-  config.data.value_range = "zero_one"
   config.data.validation_quality = 10
   config.batch_size = 64
   config.num_steps = common.steps_from_epochs(epochs, STEPS_PER_EPOCH)

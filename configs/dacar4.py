@@ -1,4 +1,4 @@
-"""DACAR4 (spec §1): the DACAR3 recipe (configs/dacar3.py) with the DACAR4 network. Variants: `:small`."""
+"""DACAR4 (Albluwi et al. 2018): the DACAR3 recipe (configs/dacar3.py) with the DACAR4 network. Variants: `:small`."""
 
 from jaxcar.configs import dacar3
 

@@ -1,4 +1,4 @@
-"""DACAR5 (spec §1): the DACAR3 recipe (configs/dacar3.py) with the DACAR5 network. Variants: `:small`."""
+"""DACAR5 (Albluwi et al. 2018): the DACAR3 recipe (configs/dacar3.py) with the DACAR5 network. Variants: `:small`."""
 
 from jaxcar.configs import dacar3
 

@@ -1,4 +1,4 @@
-"""NoGAN artifact remover (mathanprasannakumar/JPEG-ARTIFACT-REMOVER; spec §3): three phases in sequence.
+"""NoGAN artifact remover (mathanprasannakumar/JPEG-ARTIFACT-REMOVER notebook): three phases in sequence.
 
 Recipe reproduced (config.yaml + notebook): RGB in [0, 1], JPEG q10 (Pillow, 4:2:0), batch 1 of whole
 648x648 crops, no other augmentation (the seed flipped and colour-jittered once, offline), the
@@ -28,7 +28,6 @@ def get_config(arg=None):
   config.data.patch_size = 648
   config.data.quality_range = (10, 10)
   config.data.dihedral = False
-  config.data.value_range = "zero_one"
   config.batch_size = 1
   config.num_devices = 1  # the seed's batch of 1, on the first device
   config.loss = "mse"

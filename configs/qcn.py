@@ -1,4 +1,4 @@
-"""QCN (Li et al., IEEE TIP 2020; official VDIGPKU/QGCN code, spec §4), colour by default.
+"""QCN (Li et al., IEEE TIP 2020; official VDIGPKU/QGCN code), colour by default.
 
 Recipe reproduced (main.py/params.py and the README command): RGB, JPEG q uniform in [1, 60] per patch,
 64x64 random crops with one of the 8 dihedral transforms, image + quantization-map channels in
@@ -21,8 +21,6 @@ def get_config(arg=None, name="qcn"):
   config.data.patch_size = 64
   config.data.quality_range = (1, 100) if color == "grey" else (1, 60)
   config.data.dihedral = True
-  config.data.value_range = "minus_one_one"
-  config.data.quantization_maps = True
   config.data.validation_quality = 10
   config.batch_size = 256
   config.num_steps = 50 * STEPS_PER_EPOCH

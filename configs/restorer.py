@@ -1,4 +1,4 @@
-"""Image Restorer (TsengMJ/Image_Compressor, Src/Training.py defaults; spec §5), the shipped network.
+"""Image Restorer (TsengMJ/Image_Compressor, Src/Training.py defaults), the shipped network.
 
 Recipe reproduced: RGB in [0, 1], JPEG q10 (Pillow 4:2:0), 128x128 random crops after a p=0.5 rescale
 by one of 0.9/0.8/0.7/0.6, MSELoss(reduction='sum'), Adam lr 5e-4, batch 8, 100 epochs, and the
@@ -23,7 +23,6 @@ def get_config(arg=None):
   config.data.quality_range = (10, 10)
   config.data.dihedral = True
   config.data.rescale_choices = (0.9, 0.8, 0.7, 0.6)
-  config.data.value_range = "zero_one"
   config.batch_size = 8
   config.num_steps = 100 * STEPS_PER_EPOCH
   config.loss = "sum_squared"

@@ -1,4 +1,4 @@
-"""SACAR6 (spec §1): the DACAR3 recipe (configs/dacar3.py) with the SACAR6 network, for 70 epochs:
+"""SACAR6 (Albluwi et al. 2018): the DACAR3 recipe (configs/dacar3.py) with the SACAR6 network, for 70 epochs:
 the shipped SACAR optimizer counted 570,920 iterations = 70 x 8,156. Variants: `:small`.
 """
 

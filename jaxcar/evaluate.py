@@ -4,12 +4,12 @@
         --dataset=live1_gray --qualities=10 --output_dir=eval/dacar3
     python -m jaxcar.evaluate --config=qcn --workdir=runs/qcn --dataset=live1_color --self_ensemble
 
-Protocol (spec/reference_numbers.md, spec §1 and §4.6): ground truth read with Pillow (grey models:
+Protocol (BUILD_NOTES.md, Released weights; DACAR's MATLAB test, QGCN's eval_qm.py): ground truth read with Pillow (grey models:
 grey files as stored, colour files as MATLAB Y); JPEG by Pillow at each quality (4:2:0 for colour);
 the network output clipped, x255 and rounded to uint8; metrics on uint8 over the whole image (RGB for
 colour models, Y/grey for grey ones), no border shave; the JPEG itself is scored beside the model.
 `--protocol=qgcn` (the default for QCN/QGCN) follows the QGCN repository's eval_qm.py/eval_qmg.py
-instead (spec §4.6): the ground truth is edge-padded bottom/right to a multiple of 8 *before* the JPEG,
+instead: the ground truth is edge-padded bottom/right to a multiple of 8 *before* the JPEG,
 the network (and QGCN's global image) sees the padded JPEG, and everything is cropped back to score.
 Writes per_image.csv, summary.json, summary.md, psnr_vs_quality.png (and restored PNGs with
 --save_images) to --output_dir.
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from jaxcar import inference, metrics, paths
+from jaxcar import cli, loading, metrics, paths, predict
 from jaxcar.data import jpeg, sources
 
 DATASETS = {"live1_color": "data/eval/LIVE1_color", "live1_gray": "data/eval/LIVE1_gray",
@@ -33,7 +33,7 @@ DATASETS = {"live1_color": "data/eval/LIVE1_color", "live1_gray": "data/eval/LIV
 METRICS = ("psnr", "ssim", "psnr_b")
 JPEG_SUBSAMPLING = "4:2:0"  # Pillow's default, as every published protocol used
 # How the JPEG is made from the ground truth: "reference" compresses the image as it is
-# (spec/reference_numbers.md); "qgcn" edge-pads it to the 8x8 grid first (QGCN's eval_qm/eval_qmg.py).
+# (BUILD_NOTES.md, Released weights); "qgcn" edge-pads it to the 8x8 grid first (QGCN's eval_qm/eval_qmg.py).
 # The two differ only for sides that are not multiples of 8 (6 of LIVE1's 29 images).
 PROTOCOLS = ("reference", "qgcn")
 QGCN_PROTOCOL_MODELS = ("qcn", "qgcn")  # "auto" picks the protocol these networks were published with
@@ -47,7 +47,7 @@ class Settings:
   qualities: tuple[int, ...] = (10, 20, 30, 40)
   self_ensemble: bool = False
   ssim_window: str = "uniform"
-  bucket: int = inference.DEFAULT_BUCKET
+  bucket: int = predict.DEFAULT_BUCKET
   save_images: bool = False
   protocol: str = "auto"  # one of PROTOCOLS, or "auto": by the model (protocol_for)
 
@@ -66,8 +66,8 @@ def jpeg_source(ground_truth: np.ndarray, protocol: str) -> np.ndarray:
   a multiple of 8, so no JPEG block straddles the border."""
   if protocol == "reference":
     return ground_truth
-  height, width = (inference.round_up(side, JPEG_BLOCK) for side in ground_truth.shape[:2])
-  return inference.pad_bottom_right(ground_truth, height, width)
+  height, width = (predict.round_up(side, JPEG_BLOCK) for side in ground_truth.shape[:2])
+  return predict.pad_bottom_right(ground_truth, height, width)
 
 
 def resolve_dataset(dataset: str, shared: str | None = None) -> str:
@@ -81,20 +81,15 @@ def resolve_dataset(dataset: str, shared: str | None = None) -> str:
                           f"one of {sorted(sources.EMBEDDED_SOURCES)} nor one of {sorted(DATASETS)}")
 
 
-def restore(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np.ndarray, settings: Settings) -> np.ndarray:
-  """uint8 restoration of a decoded JPEG (whole image, padded to a size bucket)."""
-  inputs, global_inputs = loaded.inputs(decoded, tables)
-  run = lambda image, global_image: inference.predict(loaded.predictor, image, global_image, settings.bucket)
-  if settings.self_ensemble:
-    output = inference.predict_ensemble(run, inputs, global_inputs)
-  else:
-    output = run(inputs, global_inputs)
-  return loaded.finish(output, decoded, tables)
-
-
 def score(ground_truth: np.ndarray, image: np.ndarray, ssim_window: str) -> dict[str, float]:
   return {"psnr": metrics.psnr(ground_truth, image), "ssim": metrics.ssim(ground_truth, image, ssim_window),
           "psnr_b": metrics.psnr_b(ground_truth, image)}
+
+
+def compressed(ground_truth: np.ndarray, quality: int, color: str, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+  """(decoded JPEG, its quantization tables) as `protocol` makes them; the decoded image may be padded."""
+  data = jpeg.compress(jpeg_source(ground_truth, protocol), quality, JPEG_SUBSAMPLING)
+  return jpeg.decode(data, color), jpeg.quantization_tables(data)
 
 
 def evaluate_image(loaded, ground_truth: np.ndarray, quality: int, settings: Settings):
@@ -102,16 +97,16 @@ def evaluate_image(loaded, ground_truth: np.ndarray, quality: int, settings: Set
   restoration are cropped to the ground truth's size before scoring (a no-op unless padded)."""
   height, width = ground_truth.shape[:2]
   protocol = protocol_for(loaded.config.model.name, settings.protocol)
-  data = jpeg.compress(jpeg_source(ground_truth, protocol), quality, JPEG_SUBSAMPLING)
-  padded = jpeg.decode(data, loaded.color)
-  restored = restore(loaded, padded, jpeg.quantization_tables(data), settings)[:height, :width]
+  padded, tables = compressed(ground_truth, quality, loaded.color, protocol)
+  plan = predict.Plan(bucket=settings.bucket, self_ensemble=settings.self_ensemble)  # whole images
+  restored = loaded.restore(padded, tables, plan)[:height, :width]
   decoded = padded[:height, :width]
   row = {f"jpeg_{k}": v for k, v in score(ground_truth, decoded, settings.ssim_window).items()}
   row.update(score(ground_truth, restored, settings.ssim_window))
   return row, restored
 
 
-def evaluate(loaded, image_paths: list[str], settings: Settings, image_dir: Path | None = None) -> list[dict]:
+def evaluate(loaded: loading.LoadedModel, image_paths: list[str], settings: Settings, image_dir: Path | None = None) -> list[dict]:
   """One row per (image, quality); unreadable images are logged and skipped."""
   rows, skipped = [], {}
   for path in tqdm(image_paths, desc="evaluate", unit="image"):
@@ -157,11 +152,10 @@ def markdown_table(summary: dict[int, dict], title: str) -> str:
 
 
 def plot(summary: dict[int, dict], title: str, path: Path) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel  (no pyplot, no backend)
   qualities = list(summary)
-  figure, axes = pyplot.subplots(figsize=(5, 3.5))
+  figure = Figure(figsize=(5, 3.5))
+  axes = figure.subplots()
   axes.plot(qualities, [summary[q]["jpeg"]["psnr"] for q in qualities], "o--", label="JPEG")
   axes.plot(qualities, [summary[q]["model"]["psnr"] for q in qualities], "o-", label="restored")
   axes.set(xlabel="JPEG quality", ylabel="PSNR (dB)", title=title)
@@ -169,7 +163,6 @@ def plot(summary: dict[int, dict], title: str, path: Path) -> None:
   axes.legend()
   figure.tight_layout()
   figure.savefig(path, dpi=120)
-  pyplot.close(figure)
 
 
 def report_title(description: dict) -> str:
@@ -190,14 +183,14 @@ def write_report(rows, summary, description: dict, output_dir: Path) -> None:
 
 def main(argv):
   if len(argv) > 1:
-    raise ValueError(f"unexpected arguments {argv[1:]}")
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
   settings = Settings(qualities=tuple(int(q) for q in FLAGS.qualities), self_ensemble=FLAGS.self_ensemble,
                       ssim_window=FLAGS.ssim_window, bucket=FLAGS.bucket, save_images=FLAGS.save_images,
                       protocol=FLAGS.protocol)
   if settings.ssim_window not in metrics.SSIM_WINDOWS:
     raise ValueError(f"--ssim_window must be one of {list(metrics.SSIM_WINDOWS)}")
   image_paths = sources.list_images(resolve_dataset(FLAGS.dataset, FLAGS.shared))[:FLAGS.limit or None]
-  loaded = inference.load_model_from_flags()
+  loaded = cli.load_model_from_flags()
   # Resolved once, so summary.json records the protocol actually used rather than "auto".
   settings.protocol = protocol_for(loaded.config.model.name, settings.protocol)
   output_dir = Path(FLAGS.output_dir)
@@ -211,20 +204,19 @@ def main(argv):
 
 
 def define_flags() -> None:
-  """The CLI's flags; defined on demand because the three CLIs share names (--config, --weights)."""
-  inference.define_model_flags()
+  cli.define_model_flags()
   flags.DEFINE_string("dataset", None, "A folder or .txt list of ground-truth images, "
                       f"'embedded:validation', or one of {sorted(DATASETS)}.")
   flags.DEFINE_list("qualities", ["10", "20", "30", "40"], "JPEG qualities to evaluate.")
   flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (x8 slower).")
   flags.DEFINE_enum("ssim_window", "uniform", list(metrics.SSIM_WINDOWS),
                     "uniform: 8x8 box (QGCN, DACAR tables); gaussian: 11x11, sigma 1.5 (Wang et al., tf.image).")
-  flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET,
+  flags.DEFINE_integer("bucket", predict.DEFAULT_BUCKET,
                        "Pad images to a multiple of this (fewer compiles); 0 = no padding, exactly the published "
                        "protocol, one compile per image size.")
   flags.DEFINE_bool("save_images", False, "Also write the restored images.")
   flags.DEFINE_enum("protocol", "auto", ["auto", *PROTOCOLS],
-                    "How the JPEG is made: reference = the image as it is (spec/reference_numbers.md); qgcn = "
+                    "How the JPEG is made: reference = the image as it is, as the released-weight numbers were measured; qgcn = "
                     "edge-padded to a multiple of 8 first, as QGCN's eval_qm.py; auto = qgcn for QCN/QGCN.")
   flags.DEFINE_string("output_dir", "evaluation", "Folder for the CSV, JSON, Markdown table and plot.")
   flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).")
@@ -233,5 +225,4 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  inference.run_cli(main)
+  cli.run(main, define_flags)

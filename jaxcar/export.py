@@ -23,12 +23,13 @@ import ml_collections
 import numpy as np
 import safetensors.numpy
 
-from jaxcar import convert, inference, models
+from jaxcar import cli, convert, loading, models, predict
 from jaxcar.ops import conv
 
 FORMATS = ("safetensors", "torch", "stablehlo")
 EXTENSIONS = {"safetensors": ".safetensors", "torch": ".pth", "stablehlo": ".stablehlo"}
-TORCH_ORIGIN = ("arcnn", "qcn", "qgcn", "edsr", "restorer")
+# Sizes that every network here accepts (QCN needs even ones); the StableHLO export asks for this.
+SIZE_MULTIPLE = 8
 STABLEHLO_PLATFORMS = ("cpu", "cuda", "tpu")
 
 FLAGS = flags.FLAGS
@@ -48,7 +49,7 @@ def manifest(config: ml_collections.ConfigDict, model, export_format: str, sourc
           "color": data.color,
           "value_range": data.value_range,
           "quantization_maps": bool(data.quantization_maps),
-          "size_multiple": inference.SIZE_MULTIPLE,
+          "size_multiple": SIZE_MULTIPLE,
       },
       "output": {"layout": "NHWC float32", "channels": output_channels(model),
                  "value_range": data.value_range, "to_uint8": "clip to the value range, scale to 0-255, round"},
@@ -77,13 +78,20 @@ def write_safetensors(params, path: Path) -> None:
   path.write_bytes(safetensors.numpy.save(flat_params(params), metadata={"layout": "flax", "names": "/-joined"}))
 
 
+def torch_exportable(model_name: str) -> bool:
+  """Networks whose originals are PyTorch and whose state_dict jaxcar's parameters fill completely."""
+  network = models.network(model_name)
+  return network.origin == "pytorch" and not network.partial_weights
+
+
 def _check_formats(formats, model_name: str) -> None:
   """Refuse before writing anything, so a bad request leaves no half export behind."""
   unknown = sorted(set(formats) - set(FORMATS))
   if unknown:
     raise ValueError(f"unknown export format(s) {unknown}; valid: {list(FORMATS)}")
-  if "torch" in formats and model_name not in TORCH_ORIGIN:
-    raise ValueError(f"{model_name} was not a PyTorch network (PyTorch originals: {list(TORCH_ORIGIN)}); "
+  if "torch" in formats and not torch_exportable(model_name):
+    originals = [name for name in models.names() if torch_exportable(name)]
+    raise ValueError(f"{model_name} was not a PyTorch network (PyTorch originals: {originals}); "
                      f"export it as safetensors or stablehlo")
 
 
@@ -97,7 +105,7 @@ def write_torch(params, path: Path) -> None:
   torch.save(state_dict, path)
 
 
-def stablehlo_function(predictor: inference.Predictor) -> jax.export.Exported:
+def stablehlo_function(predictor: predict.Predictor) -> jax.export.Exported:
   """The forward pass over symbolic (batch, 8*h, 8*w) inputs, parameters baked in as constants."""
   image, *extra = models.dummy_inputs(predictor.model)
   batch, height, width = jax.export.symbolic_shape("b, 8*h, 8*w")
@@ -109,11 +117,11 @@ def stablehlo_function(predictor: inference.Predictor) -> jax.export.Exported:
     return jax.export.export(forward, platforms=STABLEHLO_PLATFORMS)(*specs)
 
 
-def write_stablehlo(predictor: inference.Predictor, path: Path) -> None:
+def write_stablehlo(predictor: predict.Predictor, path: Path) -> None:
   path.write_bytes(stablehlo_function(predictor).serialize())
 
 
-def export(loaded: inference.LoadedModel, output_dir: Path, name: str, formats=FORMATS) -> list[Path]:
+def export(loaded: loading.LoadedModel, output_dir: Path, name: str, formats=FORMATS) -> list[Path]:
   """Writes each format (and its manifest) to output_dir; returns the written weight/function files."""
   _check_formats(formats, loaded.config.model.name)
   output_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +136,7 @@ def export(loaded: inference.LoadedModel, output_dir: Path, name: str, formats=F
     else:
       write_stablehlo(predictor, path)
     described = manifest(loaded.config, predictor.model, export_format, loaded.source)
-    inference.manifest_path(path).write_text(json.dumps(described, indent=2, default=str))
+    loading.manifest_path(path).write_text(json.dumps(described, indent=2, default=str))
     logging.info("wrote %s", path)
     written.append(path)
   return written
@@ -136,21 +144,19 @@ def export(loaded: inference.LoadedModel, output_dir: Path, name: str, formats=F
 
 def main(argv):
   if len(argv) > 1:
-    raise ValueError(f"unexpected arguments {argv[1:]}")
-  loaded = inference.load_model_from_flags()
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
+  loaded = cli.load_model_from_flags()
   name = FLAGS.name or loaded.config.model.name
   for path in export(loaded, Path(FLAGS.output_dir), name, [f.strip() for f in FLAGS.formats if f.strip()]):
     print(path)
 
 
 def define_flags() -> None:
-  """The CLI's flags; defined on demand because the three CLIs share names (--config, --weights)."""
-  inference.define_model_flags()
+  cli.define_model_flags()
   flags.DEFINE_string("output_dir", "exported", "Folder for the exported files.")
   flags.DEFINE_string("name", None, "File name stem (default: the model name).")
   flags.DEFINE_list("formats", list(FORMATS), f"Any of {list(FORMATS)}.")
 
 
 if __name__ == "__main__":
-  define_flags()
-  inference.run_cli(main)
+  cli.run(main, define_flags)

@@ -1,4 +1,4 @@
-"""Image-quality metrics as the JPEG-artifact literature computes them (spec §1 and §4.6).
+"""Image-quality metrics as the JPEG-artifact literature computes them (DACAR's MATLAB test, QGCN's utils/ssim.py).
 
 Host-side numpy in float64 on 0..255 values (uint8 or float inputs), images (H, W) or (H, W, C):
 - PSNR over all pixels and channels jointly, peak 255, no border shave.
@@ -114,18 +114,3 @@ def blocking_effect_factor(image) -> float:
 def psnr_b(reference, distorted) -> float:
   """PSNR-B: PSNR with the blocking-effect factor of `distorted` added to the MSE."""
   return _psnr_from_mse(mse(reference, distorted) + blocking_effect_factor(distorted))
-
-
-def rgb_to_y(rgb) -> np.ndarray:
-  """BT.601 studio-range luma as MATLAB `rgb2ycbcr` on uint8, rounded to uint8 (16..235)."""
-  rgb = _as_float(rgb)
-  if rgb.ndim != 3 or rgb.shape[-1] != 3:
-    raise ValueError(f"rgb_to_y needs an (H, W, 3) image, got shape {rgb.shape}")
-  y = 16.0 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
-  # MATLAB rounds halves away from zero (numpy's round would send 124.5 to 124).
-  return np.floor(y + 0.5).astype(np.uint8)
-
-
-def all_metrics(reference, distorted, ssim_window_name: str = "uniform") -> dict[str, float]:
-  return {"psnr": psnr(reference, distorted), "ssim": ssim(reference, distorted, ssim_window_name),
-          "psnr_b": psnr_b(reference, distorted)}

@@ -1,15 +1,23 @@
-"""Where the optional shared material (datasets, released weights) lives."""
+"""Where the optional shared material (datasets, released weights) and jaxcar's caches live."""
 
 import os
 from pathlib import Path
 
 SHARED_ENV = "JAXCAR_SHARED"
 DEFAULT_SHARED = "../shared"
+CACHE_ENV = "JAXCAR_CACHE"
+DEFAULT_CACHE = "~/.cache/jaxcar"
 
 
 def shared_dir(override: str | os.PathLike | None = None) -> Path:
   """The shared folder: `override` if given, else $JAXCAR_SHARED, else ../shared."""
   return Path(override or os.environ.get(SHARED_ENV) or DEFAULT_SHARED).expanduser()
+
+
+def cache_dir(use: str) -> Path:
+  """The cache folder for one use (`decoded`, `ops-<key>`): a subfolder of $JAXCAR_CACHE, else of
+  ~/.cache/jaxcar. Not created here."""
+  return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser() / use
 
 
 def require_shared(relative: str, override: str | os.PathLike | None = None) -> Path:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from jaxcar import inference, zoo
+from jaxcar import cli, loading, predict, zoo
 from jaxcar.data import jpeg
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
@@ -40,9 +40,13 @@ class Settings:
   max_pixels: int = 4_000_000  # above this, tiles: about 1 GB of activations for a 64-feature network
   tile: int = 512
   tile_overlap: int = 32
-  bucket: int = inference.DEFAULT_BUCKET
+  bucket: int = predict.DEFAULT_BUCKET
   self_ensemble: bool = False
   overwrite: bool = False
+
+  def plan(self) -> predict.Plan:
+    return predict.Plan(bucket=self.bucket, self_ensemble=self.self_ensemble, max_pixels=self.max_pixels,
+                        tile=self.tile, tile_overlap=self.tile_overlap)
 
 
 def find_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
@@ -86,7 +90,7 @@ def estimate_quality(tables: np.ndarray) -> int:
   return int(np.argmin(distances)) + 1
 
 
-def warn_if_unfamiliar(loaded: inference.LoadedModel, tables: np.ndarray, name: str) -> None:
+def warn_if_unfamiliar(loaded: loading.LoadedModel, tables: np.ndarray, name: str) -> None:
   data = loaded.config.data
   if data.quantization_maps:
     return  # the tables are an input: any quality is in range
@@ -97,25 +101,19 @@ def warn_if_unfamiliar(loaded: inference.LoadedModel, tables: np.ndarray, name: 
                     name, quality, loaded.config.model.name, low, high)
 
 
-def restore_array(loaded: inference.LoadedModel, decoded: np.ndarray, tables: np.ndarray,
+def restore_array(loaded: loading.LoadedModel, decoded: np.ndarray, tables: np.ndarray,
                   settings: Settings) -> np.ndarray:
-  """uint8 restoration of a decoded image with the model's channel count (whole or tiled)."""
-  inputs, global_inputs = loaded.inputs(decoded, tables)
-  predictor = loaded.predictor
+  """uint8 restoration of a decoded image with the model's channel count (whole or tiled), with a
+  progress bar over the tiles of a large image."""
   height, width = decoded.shape[:2]
-  if height * width > settings.max_pixels:
-    tiles = inference.tile_count(height, width, settings.tile, settings.tile_overlap, predictor.size_multiple)
-    with tqdm(total=tiles, desc="tiles", unit="tile", leave=False) as bar:
-      output = inference.predict_tiled(predictor, inputs, global_inputs, settings.tile, settings.tile_overlap,
-                                       bar.update)
-  else:
-    run = lambda image, global_image: inference.predict(predictor, image, global_image, settings.bucket)
-    ensemble = settings.self_ensemble
-    output = inference.predict_ensemble(run, inputs, global_inputs) if ensemble else run(inputs, global_inputs)
-  return loaded.finish(output, decoded, tables)
+  if height * width <= settings.max_pixels:
+    return loaded.restore(decoded, tables, settings.plan())
+  tiles = predict.tile_count(height, width, settings.tile, settings.tile_overlap, loaded.predictor.size_multiple)
+  with tqdm(total=tiles, desc="tiles", unit="tile", leave=False) as bar:
+    return loaded.restore(decoded, tables, settings.plan(), bar.update)
 
 
-def restore_image(loaded: inference.LoadedModel, image: Image.Image, tables: np.ndarray,
+def restore_image(loaded: loading.LoadedModel, image: Image.Image, tables: np.ndarray,
                   settings: Settings) -> Image.Image:
   """A restored PIL image in the file's own colour mode (stored orientation)."""
   model_grey = loaded.color == "grey"
@@ -163,10 +161,10 @@ class ModelByColor:
   def __init__(self):
     self._loaded = {}
 
-  def __call__(self, image: Image.Image) -> inference.LoadedModel:
+  def __call__(self, image: Image.Image) -> loading.LoadedModel:
     name = zoo.DEFAULT_FOR_COLOR["grey" if image.mode == "L" else "rgb"]
     if name not in self._loaded:
-      self._loaded[name] = inference.load_model(pretrained=name)
+      self._loaded[name] = loading.load_model(pretrained=name)
       logging.info("using the pretrained model %s for %s files", self._loaded[name].source, name)
     return self._loaded[name]
 
@@ -174,7 +172,7 @@ class ModelByColor:
 def restore_files(model_for, inputs: list[str], output_dir: Path, settings: Settings) -> dict:
   """Restores every input with `model_for` (a LoadedModel, or a function from the decoded image to
   one, such as ModelByColor); returns {"restored": [...], "skipped": {path: reason}}."""
-  if isinstance(model_for, inference.LoadedModel):
+  if isinstance(model_for, loading.LoadedModel):
     model_for = lambda image, fixed=model_for: fixed
   pairs = plan_outputs(find_inputs(inputs), output_dir, settings)
   restored, skipped = [], {}
@@ -198,12 +196,12 @@ def restore_files(model_for, inputs: list[str], output_dir: Path, settings: Sett
 
 def main(argv):
   if len(argv) < 2:
-    raise ValueError("give one or more JPEG files or folders: python -m jaxcar.restore INPUT... --output DIR")
+    raise cli.UsageError("give one or more JPEG files or folders: python -m jaxcar.restore INPUT... --output DIR")
   settings = Settings(output_format=FLAGS.format, output_quality=FLAGS.output_quality, max_pixels=FLAGS.max_pixels,
                       tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap, bucket=FLAGS.bucket,
                       self_ensemble=FLAGS.self_ensemble, overwrite=FLAGS.overwrite)
   named = any(FLAGS[name].present for name in ("config", "weights", "workdir", "model"))
-  model_for = inference.load_model_from_flags() if named else ModelByColor()
+  model_for = cli.load_model_from_flags() if named else ModelByColor()
   result = restore_files(model_for, argv[1:], Path(FLAGS.output), settings)
   if not result["restored"]:  # a script must not mistake "every input was skipped" for success
     raise ValueError(f"nothing restored: all {len(result['skipped'])} input(s) were skipped (reasons above)")
@@ -211,8 +209,7 @@ def main(argv):
 
 
 def define_flags() -> None:
-  """The CLI's flags; defined on demand because the three CLIs share names (--config, --weights)."""
-  inference.define_model_flags()
+  cli.define_model_flags()
   flags.DEFINE_string("output", None, "Folder for the restored images.")
   flags.DEFINE_enum("format", "png", list(OUTPUT_FORMATS), "Output format: lossless PNG, or high-quality JPEG/WebP.")
   flags.DEFINE_integer("output_quality", 95, "Quality of JPEG/WebP outputs.")
@@ -220,12 +217,11 @@ def define_flags() -> None:
   flags.DEFINE_integer("tile", Settings.tile, "Tile side in pixels.")
   flags.DEFINE_integer("tile_overlap", Settings.tile_overlap,
                        "Context pixels on each inner tile side; at least the receptive radius makes tiling exact.")
-  flags.DEFINE_integer("bucket", inference.DEFAULT_BUCKET, "Pad whole images to a multiple of this (fewer compiles).")
+  flags.DEFINE_integer("bucket", predict.DEFAULT_BUCKET, "Pad whole images to a multiple of this (fewer compiles).")
   flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (whole images only; x8 slower).")
   flags.DEFINE_bool("overwrite", False, "Replace existing outputs, including an input file itself.")
   flags.mark_flag_as_required("output")
 
 
 if __name__ == "__main__":
-  define_flags()
-  inference.run_cli(main)
+  cli.run(main, define_flags)

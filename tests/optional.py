@@ -9,7 +9,7 @@ import pytest
 
 try:
   import torch
-  import torch_twins
+  from benchmarks import torch_twins
 except ImportError:
   torch = torch_twins = None
 

@@ -3,9 +3,8 @@
 import jax
 import numpy as np
 
-from jaxcar import models
+from jaxcar import cli, models
 from jaxcar.training import losses, optim, steps
-from jaxcar.training import config_flags
 
 GLOBAL_BATCH, PATCH, NUM_STEPS = 8, 16, 3
 
@@ -19,7 +18,7 @@ def global_batch_numpy() -> dict:
 
 def train(devices, local_batch: dict):
   """Losses of NUM_STEPS steps on the same batch, and the final params as host numpy leaves."""
-  config = config_flags.load("dacar4:small")
+  config = cli.load_config("dacar4:small")
   mesh = steps.make_mesh(devices)
   model = models.create("dacar4")
   tx = optim.optimizer(config.optimizer, NUM_STEPS)

@@ -1,14 +1,18 @@
 """Smoke runs of the benchmarks (tiny shapes, no timing assertions) and the pieces they rely on."""
 
+import json
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
+from benchmarks import common, restore, step, torch_twins
+from benchmarks import input as input_bench
 from jaxcar import models
-from jaxcar.bench import common, restore, step, torch_models
-from jaxcar.bench import input as input_bench
+from jaxcar.ops import conv
 
 
 def test_interleaved_runs_every_contender_in_rotation():
@@ -25,13 +29,14 @@ def test_speedup_is_the_median_of_per_round_ratios():
   assert common.speedup(ours, theirs) == "**1.00x** (1.00-2.00)"
 
 
-def test_report_appends_table_with_command(tmp_path):
-  notes = tmp_path / "NOTES.md"
-  notes.write_text("# notes\n")
+def test_report_records_the_latest_table_with_its_command(tmp_path):
+  (tmp_path / "demo.md").write_text("an older result\n")
   table = common.markdown_table(["x", "y"], [[1, 2]])
-  common.report("demo", table, record=True, notes=notes)
-  text = notes.read_text()
-  assert text.startswith("# notes\n") and "#### demo" in text and "| 1 | 2 |" in text and "`" in text
+  common.report("demo", "Demo", table, record=True, raw={"rows": [[1, 2]]}, results=tmp_path)
+  text = (tmp_path / "demo.md").read_text()
+  assert text.startswith("#### Demo") and "| 1 | 2 |" in text and "`" in text and "older" not in text
+  raw = json.loads((tmp_path / "demo.json").read_text())
+  assert raw["rows"] == [[1, 2]] and raw["title"] == "Demo" and raw["command"]
 
 
 def test_peak_memory_sees_a_large_allocation():
@@ -48,7 +53,7 @@ def test_peak_memory_sees_a_large_allocation():
 def test_torch_equivalents_have_the_same_parameters(name, options):
   params = models.init(models.create(name, **options), jax.random.key(0))["params"]
   jax_shapes = sorted(tuple(x.shape) for x in jax.tree_util.tree_leaves(params))
-  torch_shapes = sorted(tuple(p.shape) for p in torch_models.create(name, **options).parameters())
+  torch_shapes = sorted(tuple(p.shape) for p in torch_twins.create(name, **options).parameters())
   assert models.param_count(params) == sum(np.prod(s) for s in torch_shapes)
   # conv weights differ only in layout (HWIO vs OIHW); compare sorted sizes, PReLU slopes are () vs (1,)
   assert sorted(np.prod(s) for s in jax_shapes) == sorted(np.prod(s) for s in torch_shapes)
@@ -81,3 +86,24 @@ def test_input_benchmark_smoke_with_training_input_wait(capsys):
   out = capsys.readouterr().out
   assert "| 0 |" in out and "| workers | input wait |" in out  # the loop's measurement: test_train.py
   assert "| whole batch (pipeline.TrainBatches[k]: all of the above) |" in out
+
+
+def test_step_benchmark_takes_the_convolution_choice_as_a_flag(capsys):
+  previous = conv.backend()
+  try:
+    step.main(["step", "--models=dacar3", "--dtypes=float32", "--batch_size=8", "--patch_size=16", "--repeats=1",
+               "--peak_size=64", "--cpu_conv=xla"])
+    assert conv.backend() == "xla"
+  finally:
+    conv.set_backend(previous)
+  assert "JAX convolutions: XLA" in capsys.readouterr().out
+
+
+def test_benchmarks_run_as_a_module_from_the_repository_root():
+  root = common.RESULTS.parent.parent
+  done = subprocess.run([sys.executable, "-m", "benchmarks", "step", "--help"], cwd=root, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert done.returncode == 0 and "--cpu_conv" in done.stdout + done.stderr, done.stderr[-2000:]
+  done = subprocess.run([sys.executable, "-m", "benchmarks", "nope"], cwd=root, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert done.returncode != 0 and "usage: python -m benchmarks" in done.stderr

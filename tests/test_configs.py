@@ -8,43 +8,43 @@ import warnings
 import pytest
 
 import jaxcar.configs
-from jaxcar import models
-from jaxcar.training import config_flags, optim
+from jaxcar import cli, configs, models
+from jaxcar.training import optim
 
 NETWORK_CONFIGS = ["arcnn", "dacar3", "dacar4", "dacar5", "sacar6", "carcnn", "restorer", "nogan", "qcn", "qgcn"]
 
 
 @pytest.mark.parametrize("name", NETWORK_CONFIGS)
 def test_every_config_and_its_small_variant_load(name):
-  full = config_flags.load(name)
-  small = config_flags.load(f"{name}:small")
+  full = cli.load_config(name)
+  small = cli.load_config(f"{name}:small")
   assert full.model.name in models.names()
   assert set(full.model.options) == set(models.options(full.model.name))  # every option overridable
   assert small.num_steps < full.num_steps and small.data.source == "embedded"
 
 
 def test_recipes_carry_the_seed_values():
-  dacar = config_flags.load("dacar3")
+  dacar = cli.load_config("dacar3")
   assert (dacar.optimizer.name, dacar.optimizer.learning_rate, dacar.batch_size) == ("adamax", 2e-3, 64)
   assert dacar.num_steps == 60 * 8156 and dacar.optimizer.decay_start == 19 * 8156
-  qcn = config_flags.load("qcn")
+  qcn = cli.load_config("qcn")
   assert (qcn.loss, qcn.data.quality_range, qcn.data.value_range) == ("l1", (1, 60), "minus_one_one")
-  assert config_flags.load("qgcn").data.color == "grey" and config_flags.load("qgcn:rgb").data.color == "rgb"
-  assert config_flags.load("qcn:grey").data.quality_range == (1, 100)
-  assert config_flags.load("restorer").optimizer.schedule == "restorer_halving"
-  nogan = config_flags.load("nogan")
+  assert cli.load_config("qgcn").data.color == "grey" and cli.load_config("qgcn:rgb").data.color == "rgb"
+  assert cli.load_config("qcn:grey").data.quality_range == (1, 100)
+  assert cli.load_config("restorer").optimizer.schedule == "restorer_halving"
+  nogan = cli.load_config("nogan")
   assert nogan.nogan.fakes == "generator" and nogan.nogan.adversarial_learning_rate == 1e-4
 
 
 def test_a_path_works_and_overrides_are_typed():
-  path = str(config_flags.CONFIG_DIR / "qcn.py")
-  config = config_flags.load(f"{path}:small", ["batch_size=4", "model.options.num_blocks=2",
+  path = str(configs.CONFIG_DIR / "qcn.py")
+  config = cli.load_config(f"{path}:small", ["batch_size=4", "model.options.num_blocks=2",
                                                "optimizer.learning_rate=0.5"])
   assert (config.batch_size, config.model.options.num_blocks, config.optimizer.learning_rate) == (4, 2, 0.5)
 
 
 def test_nogan_run_length_follows_overridden_phases():
-  config = config_flags.load("nogan:small", ["nogan.generator_steps=3", "nogan.adversarial_steps=1"])
+  config = cli.load_config("nogan:small", ["nogan.generator_steps=3", "nogan.adversarial_steps=1"])
   assert config.num_steps == 3 + config.nogan.discriminator_steps + 1
 
 
@@ -57,13 +57,13 @@ def test_nogan_run_length_follows_overridden_phases():
     ("/no/such/config.py", [], "not found"),
 ])
 def test_mistakes_are_one_line_errors(spec, overrides, message):
-  with pytest.raises(config_flags.ConfigError) as error:
-    config_flags.load(spec, overrides)
+  with pytest.raises(configs.ConfigError) as error:
+    cli.load_config(spec, overrides)
   assert message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_dacar_epoch_schedule_in_steps():
-  config = config_flags.load("dacar3")
+  config = cli.load_config("dacar3")
   schedule = optim.schedule(config.optimizer, config.num_steps)
   first, every = config.optimizer.decay_start, config.optimizer.decay_steps
   expected = {0: 2e-3, first - 1: 2e-3, first: 2e-4, first + every - 1: 2e-4, first + every: 2e-5,
@@ -73,7 +73,7 @@ def test_dacar_epoch_schedule_in_steps():
 
 
 def test_restorer_halving_quirk():
-  config = config_flags.load("restorer")
+  config = cli.load_config("restorer")
   schedule = optim.schedule(config.optimizer, config.num_steps)
   epoch = config.optimizer.decay_steps
   for k in (0, 1, 18, 19, 20, 21, 39, 40, 99):
@@ -82,24 +82,24 @@ def test_restorer_halving_quirk():
 
 def test_configs_are_the_installed_jaxcar_configs_package(tmp_path):
   # Resolved through the package, not the repository's path, so an installed jaxcar finds them too.
-  assert config_flags.CONFIG_DIR == Path(jaxcar.configs.__file__).resolve().parent
-  assert set(NETWORK_CONFIGS) <= set(config_flags.available())
+  assert configs.CONFIG_DIR == Path(jaxcar.configs.__file__).resolve().parent
+  assert set(NETWORK_CONFIGS) <= set(configs.available())
   own = tmp_path / "my_qcn.py"  # a user's config anywhere builds on the shipped ones
   own.write_text("from jaxcar.configs import qcn\n\ndef get_config(arg=None):\n"
                  "  config = qcn.get_config(arg)\n  config.batch_size = 3\n  return config\n")
-  assert config_flags.load(f"{own}:small").batch_size == 3
+  assert cli.load_config(f"{own}:small").batch_size == 3
 
 
 def test_loading_a_config_warns_nothing():
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # ml_collections' deprecated load_module() warned once per load
-    config_flags.load("qcn:small", ["batch_size=4"])
+    cli.load_config("qcn:small", ["batch_size=4"])
 
 
 def test_variants_are_listed_for_help():
-  assert config_flags.variants("qcn") == ["grey", "rgb", "small"]
-  assert config_flags.variants("dacar3") == ["small"]
-  assert all("small" in config_flags.variants(name) for name in config_flags.available())
+  assert configs.variants("qcn") == ["grey", "rgb", "small"]
+  assert configs.variants("dacar3") == ["small"]
+  assert all("small" in configs.variants(name) for name in configs.available())
 
 
 def test_train_help_needs_no_config_and_lists_configs(tmp_path):
@@ -107,9 +107,9 @@ def test_train_help_needs_no_config_and_lists_configs(tmp_path):
                           text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
-  for name in config_flags.available():
+  for name in configs.available():
     row = next(line for line in lines if line.split()[:1] == [name])
-    assert all(f":{variant}" in row for variant in config_flags.variants(name)), row
+    assert all(f":{variant}" in row for variant in configs.variants(name)), row
   assert "--print_config" in result.stdout and "--workdir" in result.stdout
 
 

@@ -3,6 +3,7 @@
 import io
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import skimage.color
 import skimage.data
 from PIL import Image
 
+from jaxcar import paths
 from jaxcar.data import cache, sources
 
 
@@ -159,6 +161,14 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
   assert second.data_path != first.data_path
   np.testing.assert_array_equal(second[0], sources.load_image(path, "grey"))
   assert cache.decoded_images(folder, "rgb", cache_dir).data_path not in (first.data_path, second.data_path)
+
+
+def test_default_cache_is_the_decoded_folder_under_the_one_cache_root(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXCAR_CACHE", str(tmp_path / "root"))
+  images = cache.decoded_images(save(tmp_path / "images" / "a.png", photo()).parent, "rgb")
+  assert os.path.dirname(images.data_path) == str(tmp_path / "root" / "decoded")
+  monkeypatch.delenv("JAXCAR_CACHE")
+  assert cache.default_cache_dir() == paths.cache_dir("decoded") == Path.home() / ".cache/jaxcar/decoded"
 
 
 def test_cache_of_only_bad_files_is_a_clear_error(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from jaxcar.configs import base
-from jaxcar import convert, evaluate, inference, metrics, models
+from jaxcar import convert, evaluate, loading, metrics, models, predict
 from jaxcar.data import jpeg
 
 
@@ -20,13 +20,13 @@ def _dacar3():
   config = base.get_config()
   config.model.name = "dacar3"
   config.data.color = "grey"
-  model = inference.create_model(config)
-  return inference.LoadedModel(config, inference.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
+  model = models.from_config(config)
+  return loading.LoadedModel(config, predict.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
 
 
 @pytest.mark.shared
 def test_released_dacar3_reproduces_classic5_reference(shared, tmp_path):
-  # spec/reference_numbers.md: Classic5, q10: JPEG 27.821, DACAR3 29.171.
+  # BUILD_NOTES.md, Released weights: Classic5, q10: JPEG 27.821, DACAR3 29.171.
   command = [sys.executable, "-m", "jaxcar.evaluate", "--config=dacar3",
              f"--weights={shared / 'pretrained' / 'dacar3_q10_keras.h5'}", "--dataset=classic5", "--qualities=10",
              f"--output_dir={tmp_path}", f"--shared={shared}"]
@@ -49,14 +49,14 @@ def test_weights_of_another_network_name_the_mismatch(shared):
   config = base.get_config()
   config.model.name = "dacar3"
   with pytest.raises(convert.ConversionError, match="7 weighted layers.*network has 3"):
-    inference.load_model(config, weights=shared / "pretrained" / "sacar6_q10_keras.h5")
+    loading.load_model(config, weights=shared / "pretrained" / "sacar6_q10_keras.h5")
 
 
 def test_bucket_padding_only_touches_the_border():
   loaded = _dacar3()
   image = np.random.default_rng(0).random((50, 70, 1)).astype(np.float32)
-  exact = inference.predict(loaded.predictor, image, bucket=0)
-  bucketed = inference.predict(loaded.predictor, image, bucket=64)
+  exact = predict.predict(loaded.predictor, image, bucket=0)
+  bucketed = predict.predict(loaded.predictor, image, bucket=64)
   assert bucketed.shape == exact.shape == (50, 70, 1)
   radius = 9  # 9x9, 7x7, 5x5 convolutions: 4 + 3 + 2
   np.testing.assert_allclose(bucketed[:-radius, :-radius], exact[:-radius, :-radius], atol=1e-6)
@@ -65,14 +65,14 @@ def test_bucket_padding_only_touches_the_border():
 
 def test_dihedral_transforms_invert_and_ensemble_averages():
   image = np.random.default_rng(1).random((6, 10, 2))
-  views = [inference.dihedral(image, i) for i in range(8)]
+  views = [predict.dihedral(image, i) for i in range(8)]
   assert len({v.tobytes() for v in views}) == 8
   for i, view in enumerate(views):
-    np.testing.assert_array_equal(inference.undo_dihedral(view, i), image)
+    np.testing.assert_array_equal(predict.undo_dihedral(view, i), image)
   equivariant = lambda x, _: 2 * x
-  np.testing.assert_allclose(inference.predict_ensemble(equivariant, image), 2 * image)
+  np.testing.assert_allclose(predict.predict_ensemble(equivariant, image), 2 * image)
   position_dependent = lambda x, _: x + np.arange(x.shape[0])[:, None, None]
-  averaged = inference.predict_ensemble(position_dependent, image)
+  averaged = predict.predict_ensemble(position_dependent, image)
   assert not np.allclose(averaged, position_dependent(image, None))
 
 
@@ -107,7 +107,7 @@ def test_model_from_a_training_workdir(tmp_path):
   with ocp.CheckpointManager(tmp_path / checkpoint.CHECKPOINT_DIR) as manager:
     manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave({"step": 7, "params": params})))
     manager.wait_until_finished()
-  loaded = inference.load_model(workdir=tmp_path)  # config from the run's config.json
+  loaded = loading.load_model(workdir=tmp_path)  # config from the run's config.json
   assert loaded.config.model.name == "dacar3" and loaded.color == "grey"
   for restored, expected in zip(jax.tree_util.tree_leaves(loaded.predictor.params), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(np.asarray(restored), np.asarray(expected))
@@ -119,8 +119,8 @@ def _tiny_qcn(name="qcn"):
   config.model.name = name
   config.model.options = {"num_blocks": 2 if name == "qgcn" else 1, "features": 8}
   config.data.update(quantization_maps=True, value_range="minus_one_one", global_size=112 if name == "qgcn" else 0)
-  model = inference.create_model(config)
-  return inference.LoadedModel(config, inference.Predictor(model, models.init(model, jax.random.key(1))["params"]), "t")
+  model = models.from_config(config)
+  return loading.LoadedModel(config, predict.Predictor(model, models.init(model, jax.random.key(1))["params"]), "t")
 
 
 def test_auto_protocol_is_qgcns_for_the_qcn_family_only():
@@ -142,10 +142,10 @@ def test_qgcn_protocol_pads_the_ground_truth_to_the_jpeg_grid_before_compressing
   assert evaluate.jpeg_source(image[:48, :64], "qgcn").shape == (48, 64, 3)
   # The network, and so QGCN's global image, sees the padded JPEG; scores are on the original size.
   seen = []
-  real_restore = evaluate.restore
-  monkeypatch.setattr(evaluate, "restore", lambda loaded, decoded, *rest: seen.append(decoded.shape) or
-                      real_restore(loaded, decoded, *rest))
   loaded = _tiny_qcn("qgcn")
+  real_restore = loaded.restore
+  monkeypatch.setattr(loaded, "restore", lambda decoded, *rest: seen.append(decoded.shape) or
+                      real_restore(decoded, *rest))
   row, restored = evaluate.evaluate_image(loaded, image, 10, evaluate.Settings(bucket=0))
   assert seen == [(56, 72, 3)] and restored.shape == image.shape
   official = jpeg.decode(jpeg.compress(source, 10), "rgb")[:50, :70]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from jaxcar.configs import base
-from jaxcar import export, inference, models
+from jaxcar import export, loading, models, predict
+from jaxcar.ops import conv
 
 
 def _tiny_qcn():
@@ -20,13 +21,13 @@ def _tiny_qcn():
   config.data.color = "grey"
   config.data.value_range = "minus_one_one"
   config.data.quantization_maps = True
-  model = inference.create_model(config)
+  model = models.from_config(config)
   # Random, non-zero parameters everywhere (QCN initialises some biases to 0).
   params = models.init(model, jax.random.key(0))["params"]
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.key(1), len(leaves))
   params = jax.tree_util.tree_unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
-  return inference.LoadedModel(config, inference.Predictor(model, params), "test")
+  return loading.LoadedModel(config, predict.Predictor(model, params), "test")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def loaded():
 
 
 def _image(loaded, height=24, width=40, batch=2, seed=0):
-  shape = (batch, height, width, models.input_channels(loaded.predictor.model))
+  shape = (batch, height, width, loaded.predictor.model.input_channels)
   return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
 
 
@@ -45,9 +46,9 @@ def _reference(loaded, image):
 
 def test_safetensors_round_trip_with_manifest(loaded, tmp_path):
   (path,) = export.export(loaded, tmp_path, "tiny", ["safetensors"])
-  described = json.loads(inference.manifest_path(path).read_text())
+  described = json.loads(loading.manifest_path(path).read_text())
   assert described["input"]["channels"] == 2 and described["input"]["value_range"] == "minus_one_one"
-  reloaded = inference.load_model(weights=path)  # the config comes from the manifest
+  reloaded = loading.load_model(weights=path)  # the config comes from the manifest
   image = _image(loaded)
   np.testing.assert_array_equal(_reference(reloaded, image), _reference(loaded, image))
 
@@ -57,7 +58,7 @@ def test_safetensors_for_another_network_names_the_mismatch(loaded, tmp_path):
   other = base.get_config()
   other.model.name = "dacar3"
   with pytest.raises(ValueError, match="missing conv1/kernel"):
-    inference.load_model(other, weights=path)
+    loading.load_model(other, weights=path)
 
 
 def test_stablehlo_runs_without_jaxcar_at_any_size(loaded, tmp_path):
@@ -70,7 +71,7 @@ def test_stablehlo_runs_without_jaxcar_at_any_size(loaded, tmp_path):
 
 def test_torch_state_dict_loads_into_the_pytorch_twin(loaded, tmp_path):
   torch = pytest.importorskip("torch")
-  import torch_twins
+  from benchmarks import torch_twins
   (path,) = export.export(loaded, tmp_path, "tiny", ["torch"])
   twin = torch_twins.QCN(color="grey", num_blocks=2, features=8)
   twin.load_state_dict(torch.load(path, weights_only=True))  # strict: every official key, nothing else
@@ -83,8 +84,8 @@ def test_torch_state_dict_loads_into_the_pytorch_twin(loaded, tmp_path):
 def test_torch_export_refuses_keras_networks(tmp_path):
   config = base.get_config()
   config.model.name = "dacar3"
-  model = inference.create_model(config)
-  loaded = inference.LoadedModel(config, inference.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
+  model = models.from_config(config)
+  loaded = loading.LoadedModel(config, predict.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
   with pytest.raises(ValueError, match="not a PyTorch network"):
     export.export(loaded, tmp_path, "dacar3", ["safetensors", "torch"])
   assert not list(tmp_path.iterdir())  # nothing half-written
@@ -99,9 +100,9 @@ def _loaded_network(name):
   config = base.get_config()
   config.model.name = name
   config.model.options = ml_collections.ConfigDict(SMALL_OPTIONS.get(name, {}))
-  model = inference.create_model(config)
+  model = models.from_config(config)
   params = models.init(model, jax.random.key(0))["params"]
-  return inference.LoadedModel(config, inference.Predictor(model, params), "test")
+  return loading.LoadedModel(config, predict.Predictor(model, params), "test")
 
 
 def _assert_same_params(actual, expected):
@@ -114,14 +115,14 @@ def _assert_same_params(actual, expected):
 @pytest.mark.parametrize("name", models.names())
 def test_every_network_round_trips_through_every_format(name, tmp_path):
   loaded = _loaded_network(name)
-  formats = ["safetensors", "stablehlo"] + (["torch"] if name in export.TORCH_ORIGIN else [])
+  formats = ["safetensors", "stablehlo"] + (["torch"] if export.torch_exportable(name) else [])
   if "torch" in formats:
     pytest.importorskip("torch")
   paths = dict(zip(formats, export.export(loaded, tmp_path, name, formats)))
   # safetensors loads back in every CLI (config from its manifest), parameter for parameter
-  _assert_same_params(inference.load_model(weights=paths["safetensors"]).predictor.params, loaded.predictor.params)
+  _assert_same_params(loading.load_model(weights=paths["safetensors"]).predictor.params, loaded.predictor.params)
   if "torch" in paths:  # the official state_dict layout converts back exactly
-    _assert_same_params(inference.load_model(loaded.config, weights=paths["torch"]).predictor.params,
+    _assert_same_params(loading.load_model(loaded.config, weights=paths["torch"]).predictor.params,
                         loaded.predictor.params)
   inputs = [np.asarray(x) + np.random.default_rng(0).uniform(0, 1, x.shape).astype(np.float32)
             for x in models.dummy_inputs(loaded.predictor.model)]
@@ -134,7 +135,8 @@ def test_every_network_round_trips_through_every_format(name, tmp_path):
 def test_stablehlo_export_on_the_onednn_path(loaded, tmp_path, monkeypatch):
   # One CPU device (most users) takes oneDNN; 8 simulated devices do not, unless asked, as here. Its
   # kernel check cannot size symbolic shapes, and the file must not call jaxcar's library anyway.
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "onednn")
+  monkeypatch.setattr(conv, "_backend", conv.backend())  # restored after the test
+  conv.set_backend("onednn")
   (path,) = export.export(loaded, tmp_path, "tiny", ["stablehlo"])
   function = jax.export.deserialize(path.read_bytes())
   assert "jaxcar_conv" not in function.mlir_module()
@@ -147,6 +149,6 @@ def test_manifest_output_channels_and_file_modes(loaded, tmp_path):
   umask = os.umask(0)
   os.umask(umask)
   for path in written:
-    described = json.loads(inference.manifest_path(path).read_text())
+    described = json.loads(loading.manifest_path(path).read_text())
     assert described["output"]["channels"] == 1  # a grey network
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path  # shareable like any file written

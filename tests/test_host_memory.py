@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxcar import host_memory
+from jaxcar.ops import host_memory
 
 # Minor page faults of each of 8 dacar3 train steps (batch 16 of 64x64, ~40 MB of temporaries a step)
 # after 3 warm-up steps. The previous step's temporaries are freed asynchronously, sometimes after
@@ -15,7 +15,7 @@ from jaxcar import host_memory
 # blocks; the median step must not.
 PROBE = """
 import resource, sys
-from jaxcar import host_memory
+from jaxcar.ops import host_memory
 if sys.argv[1] == "keep":
   assert host_memory.for_jax_on_cpu(), "settings not applied"
 import jax, numpy as np, optax

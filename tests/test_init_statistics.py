@@ -1,6 +1,6 @@
-"""Each network's fresh parameters follow its seed's initialiser (spec §1-§6), layer by layer.
+"""Each network's fresh parameters follow its seed's initialiser (each seed's official code), layer by layer.
 
-The expected distribution of every leaf is written here from the spec, independently of
+The expected distribution of every leaf is written here from the seeds' code, independently of
 jaxcar/models/layers.py. A sample is accepted when its bounds hold exactly (uniform, 2-sigma
 truncation) and its mean and standard deviation are within 5 standard errors of the expected ones;
 `test_the_check_rejects_near_misses` shows these tolerances reject the plausible wrong initialisers.
@@ -36,7 +36,7 @@ def _kernel_of(path, params):
 
 # Per network: (path, shape, all params) -> expected distribution of that leaf.
 def _pytorch_normal_001(path, shape, params):
-  """ARCNN (§6) and the Image Restorer (§5): conv weights N(0, 0.001), biases torch default, PReLU 0.25."""
+  """ARCNN (QGCN nets) and the Image Restorer (Src/Model.py): conv weights N(0, 0.001), biases torch default, PReLU 0.25."""
   if path[-1] == "kernel":
     return ("normal", 0.001)
   if path[-1] == "bias":
@@ -45,22 +45,22 @@ def _pytorch_normal_001(path, shape, params):
 
 
 def _keras205_he_normal(path, shape, params):
-  """DACAR/SACAR (§1): Keras 2.0.5 he_normal = truncated normal with std sqrt(2/fan_in); biases 0."""
+  """DACAR/SACAR (DACAR_train.py): Keras 2.0.5 he_normal = truncated normal with std sqrt(2/fan_in); biases 0."""
   return ("truncated", math.sqrt(2.0 / _fans(shape)[0])) if path[-1] == "kernel" else ("constant", 0.0)
 
 
 def _carcnn(path, shape, params):
-  """CNN-CAR (§2, seed version): truncated_normal(std=0.1), biases constant 0.1."""
+  """CNN-CAR (modelCAR.py at 339d977): truncated_normal(std=0.1), biases constant 0.1."""
   return ("truncated", 0.1) if path[-1] == "kernel" else ("constant", 0.1)
 
 
 def _keras_glorot(path, shape, params):
-  """NoGAN (§3): Keras GlorotUniform kernels U(+-sqrt(6/(fan_in+fan_out))), zero biases."""
+  """NoGAN (its notebook): Keras GlorotUniform kernels U(+-sqrt(6/(fan_in+fan_out))), zero biases."""
   return ("uniform", math.sqrt(6.0 / sum(_fans(shape)))) if path[-1] == "kernel" else ("constant", 0.0)
 
 
 def _qcn(path, shape, params):
-  """QCN/QGCN/EDSR (§4.1): conv weights N(0, sqrt(2/(kh*kw*out))), conv biases 0; Linear layers
+  """QCN/QGCN/EDSR (VDIGPKU/QGCN nets): conv weights N(0, sqrt(2/(kh*kw*out))), conv biases 0; Linear layers
   (QGCN's conv_global_l) keep PyTorch's default."""
   if path[0].startswith("conv_global_l"):
     return _torch_uniform(_fans(_kernel_of(path, params))[0])

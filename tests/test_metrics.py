@@ -5,6 +5,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from jaxcar import metrics
+from jaxcar.data import sources
 
 
 def _pair(shape, seed=0, noise=12.0):
@@ -120,8 +121,9 @@ def test_blocky_image_scores_lower_psnr_b():
   assert metrics.psnr_b(ramp, blocky) < metrics.psnr(ramp, blocky) - 1.0
 
 
-def test_rgb_to_y_matches_matlab_constants():
+def test_luma_matches_matlab_constants():
   rgb = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [10, 200, 30]]], np.uint8)
   expected = np.floor(16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255 + 0.5)
-  np.testing.assert_array_equal(metrics.rgb_to_y(rgb), expected.astype(np.uint8))
-  assert metrics.rgb_to_y(rgb)[0, 0] == 16 and metrics.rgb_to_y(rgb)[0, 1] == 235
+  luma = sources.rgb_to_luma(rgb)[..., 0]
+  np.testing.assert_array_equal(luma, expected.astype(np.uint8))
+  assert luma[0, 0] == 16 and luma[0, 1] == 235

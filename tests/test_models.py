@@ -11,7 +11,7 @@ from jaxcar.models import layers
 
 from optional import requires_torch, torch, torch_twins
 
-# Spec §1-§6; QCN/QGCN at their published 64 blocks, RGB.
+# The original networks' counts; QCN/QGCN at their published 64 blocks, RGB.
 PARAM_COUNTS = {
     ("dacar3", ()): 106_433,
     ("dacar4", ()): 33_761,

@@ -1,4 +1,4 @@
-"""The NoGAN discriminator and CNN-CAR against plain NumPy forward passes written from the spec (§2, §3).
+"""The NoGAN discriminator and CNN-CAR against plain NumPy forward passes written from the seeds' code.
 
 These two networks have no PyTorch twin (their seeds are Keras and TF1), so the reference here is
 float64 NumPy: TF 'SAME' padding (asymmetric, extra bottom/right, for stride 2), HWIO kernels.
@@ -33,7 +33,7 @@ def leaky_relu(x, slope=0.2):
 
 
 def discriminator(params, x, design):
-  """Spec §3: as coded, LReLU(input) then five stride-2 convs (the first Conv(64) is discarded); the
+  """The NoGAN notebook as coded: LReLU(input) then five stride-2 convs (the first Conv(64) is discarded); the
   README's design keeps that conv (six). Then per-pixel Dense 1024, LReLU, Dense 1, sigmoid."""
   convs = 5 if design == "as_coded" else 6
   if design == "as_coded":
@@ -45,7 +45,7 @@ def discriminator(params, x, design):
 
 
 def carcnn(params, x, final_relu):
-  """Spec §2: convs 9-7-1-5 (64-32-16-1), ReLU after each, the output's included as coded."""
+  """modelCAR.py: convs 9-7-1-5 (64-32-16-1), ReLU after each, the output's included as coded."""
   for i in range(1, 5):
     x = conv2d(x, params[f"conv{i}"]["kernel"], params[f"conv{i}"]["bias"])
     if i < 4 or final_relu:

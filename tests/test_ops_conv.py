@@ -24,14 +24,22 @@ def _xla(x, kernel, bias, strides, padding):
   return y if bias is None else y + bias
 
 
+@pytest.fixture(autouse=True)
+def _backend_restored():
+  """Every test starts from the default choice and leaves the one it found."""
+  previous = conv.set_backend("auto")
+  yield
+  conv.set_backend(previous)
+
+
 @pytest.fixture
-def onednn(monkeypatch):
+def onednn():
   """Forces the oneDNN path (the 8 simulated test devices would otherwise pick XLA's)."""
   if not native.available():
     if ONEDNN_EXPECTED:
       pytest.fail("oneDNN convolutions should build on Linux x86-64; see the logged reason")
     pytest.skip("oneDNN is a dependency on Linux x86-64 only")
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "onednn")
+  conv.set_backend("onednn")
 
 
 def _loss(convolution):
@@ -151,16 +159,16 @@ def test_prelu_models_fuse_their_prelus(onednn):
   assert text.count("@jaxcar_conv_forward_bias_prelu(") == 3
 
 
-def test_negative_slope_below_zero_is_rejected_on_both_paths(monkeypatch):
+def test_negative_slope_below_zero_is_rejected_on_both_paths():
   x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
   for choice in ("xla", "onednn"):
-    monkeypatch.setenv("JAXCAR_CPU_CONV", choice)
+    conv.set_backend(choice)
     with pytest.raises(ValueError, match="negative_slope must be >= 0"):
       conv.conv2d(x, kernel, negative_slope=-0.1)
 
 
 @pytest.mark.parametrize("name", ["arcnn", "dacar3", "qcn", "nogan_generator", "restorer"])
-def test_model_gradients_match_xla(monkeypatch, onednn, name):
+def test_model_gradients_match_xla(onednn, name):
   """A whole network's loss gradient is the same through oneDNN as through XLA."""
   options = {k: v for k, v in {"num_blocks": 2, "color": "grey"}.items() if k in models.options(name)}
   model = models.create(name, **options)
@@ -173,7 +181,7 @@ def test_model_gradients_match_xla(monkeypatch, onednn, name):
     return jax.jit(jax.grad(loss))(variables["params"])
 
   ours = grads()
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "xla")
+  conv.set_backend("xla")
   theirs = grads()
   ours = dict(jax.tree_util.tree_leaves_with_path(ours))
   for path, expected in jax.tree_util.tree_leaves_with_path(theirs):
@@ -196,11 +204,11 @@ def test_sharded_batch_through_onednn_is_correct(onednn):
 
 
 @pytest.mark.parametrize("prelu", [False, True])
-def test_batch_split_over_a_mesh_runs_onednn_on_each_device(onednn, monkeypatch, prelu):
+def test_batch_split_over_a_mesh_runs_onednn_on_each_device(onednn, prelu):
   """Under batch_split_over (the train step), `auto` runs oneDNN on each device's slice with no
   gathering; the weight, bias and slope gradients are summed over the devices (else they would be
   one slice's, and this fails)."""
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "auto")
+  conv.set_backend("auto")
   mesh = jax.make_mesh((8,), ("data",))
   rng = np.random.default_rng(4)
   x = jax.device_put(jnp.asarray(rng.standard_normal((16, 12, 12, 4)), jnp.float32),
@@ -227,8 +235,8 @@ def test_batch_split_over_a_mesh_runs_onednn_on_each_device(onednn, monkeypatch,
     assert _relative_error(expected, actual) < 2e-5
 
 
-def test_batch_split_needs_an_even_split(onednn, monkeypatch):
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "auto")
+def test_batch_split_needs_an_even_split(onednn):
+  conv.set_backend("auto")
   mesh = jax.make_mesh((8,), ("data",))
   with conv.batch_split_over(mesh):
     text = jax.jit(conv.conv2d).lower(jnp.ones((4, 8, 8, 2)), jnp.ones((3, 3, 2, 2))).as_text()
@@ -236,7 +244,7 @@ def test_batch_split_needs_an_even_split(onednn, monkeypatch):
 
 
 def test_auto_uses_xla_on_several_devices_and_elsewhere(monkeypatch):
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "auto")
+  conv.set_backend("auto")
   assert jax.local_device_count() == 8 and not conv.use_onednn()
   # One device per process, several processes (a gloo CPU cluster): still several devices.
   monkeypatch.setattr(jax, "local_device_count", lambda: 1)
@@ -244,16 +252,16 @@ def test_auto_uses_xla_on_several_devices_and_elsewhere(monkeypatch):
   assert not conv.use_onednn()
   monkeypatch.setattr(jax, "device_count", lambda: 1)
   assert conv.use_onednn() == native.available()
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "xla")
+  conv.set_backend("xla")
   assert not conv.use_onednn()
   text = jax.jit(conv.conv2d).lower(jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))).as_text()
   assert "jaxcar_conv" not in text and "convolution" in text
 
 
 @pytest.mark.parametrize("padding,strides", [("SAME", (2, 2)), (((4, 4), (4, 4)), (1, 1))])
-def test_xla_path_is_exactly_flax_conv(monkeypatch, padding, strides):
+def test_xla_path_is_exactly_flax_conv(padding, strides):
   """Off the oneDNN path, layers.Conv is nn.Conv: same parameters, bit-identical output."""
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "xla")
+  conv.set_backend("xla")
   x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 16, 16, 3)), jnp.float32)
   ours = layers.Conv(8, (9, 9), strides=strides, padding=padding, bias_init=nn.initializers.normal(1.0))
   flax_conv = nn.Conv(8, (9, 9), strides=strides, padding=padding, bias_init=nn.initializers.normal(1.0))
@@ -277,10 +285,16 @@ def test_shapes_without_fast_kernels_stay_with_xla(onednn, monkeypatch):
   assert "jaxcar_conv" not in jax.jit(conv.conv2d).lower(x, kernel).as_text()
 
 
-def test_bad_choice_is_a_one_line_error(monkeypatch):
-  monkeypatch.setenv("JAXCAR_CPU_CONV", "mkl")
-  with pytest.raises(ValueError, match="JAXCAR_CPU_CONV must be one of"):
-    conv.use_onednn()
+def test_bad_choice_is_a_one_line_error():
+  with pytest.raises(ValueError, match="^cpu_conv must be one of auto, onednn, xla, got 'mkl'$"):
+    conv.set_backend("mkl")
+  assert conv.backend() == "auto"  # unchanged
+
+
+def test_set_backend_returns_the_previous_choice():
+  assert conv.set_backend("xla") == "auto" and conv.backend() == "xla"
+  assert not conv.use_onednn()
+  assert conv.set_backend("auto") == "xla"
 
 
 def test_missing_compiler_says_why(monkeypatch, tmp_path):
@@ -295,6 +309,14 @@ def test_unwritable_cache_says_what_to_do(tmp_path):
   with pytest.raises(native.Unavailable, match="JAXCAR_CACHE"):
     native._compile(tmp_path, blocker / "sub" / "lib.so")  # pylint: disable=protected-access
 
+
+
+def test_library_is_cached_in_its_own_folder_under_the_one_cache_root(monkeypatch, tmp_path):
+  monkeypatch.setattr(native, "_onednn_prefix", lambda: tmp_path)
+  monkeypatch.setattr(native, "_compile", lambda prefix, library: None)
+  monkeypatch.setenv("JAXCAR_CACHE", str(tmp_path / "root"))
+  library = native._built_library()  # pylint: disable=protected-access
+  assert library.parent.parent == tmp_path / "root" and library.parent.name.startswith("ops-")
 
 
 def test_first_build_says_it_compiles_and_where_it_is_cached(monkeypatch, tmp_path, capsys):

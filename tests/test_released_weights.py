@@ -1,6 +1,6 @@
-"""The released Keras weights, converted, reproduce spec/reference_numbers.md.
+"""The released Keras weights, converted, reproduce the reference numbers (BUILD_NOTES.md, Released weights).
 
-Protocol (reference_numbers.md): Pillow reads the ground truth (grey: mode L, colour: RGB) and saves it
+Protocol (BUILD_NOTES.md, Released weights): Pillow reads the ground truth (grey: mode L, colour: RGB) and saves it
 as JPEG quality 10 (Pillow defaults, 4:2:0 for colour); the decoded JPEG / 255 goes through the network;
 the output is clipped to [0, 1], scaled by 255 and rounded to uint8; PSNR = 10 log10(255^2 / MSE)
 over all pixels and channels, averaged over the set.

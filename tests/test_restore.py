@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from jaxcar.configs import base
-from jaxcar import inference, models, restore
+from jaxcar import loading, models, predict, restore
 from jaxcar.data import jpeg
 
 ORIENTATION = 0x0112
@@ -23,8 +23,8 @@ def _loaded(name, color, **data):
       {"color": color} if name == "arcnn" else dict(color=color, num_blocks=2, features=8) if name == "qcn" else {})
   config.data.color = color
   config.data.update(data)
-  model = inference.create_model(config)
-  return inference.LoadedModel(config, inference.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
+  model = models.from_config(config)
+  return loading.LoadedModel(config, predict.Predictor(model, models.init(model, jax.random.key(0))["params"]), "t")
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +51,12 @@ def test_tiled_equals_whole_image(name, color, overlap):
   Image.fromarray(pixels[..., 0] if color == "grey" else pixels).save(data, format="JPEG", quality=20)
   tables = jpeg.quantization_tables(data.getvalue())
   inputs, _ = loaded.inputs(pixels, tables)
-  whole = inference.predict(loaded.predictor, inputs, bucket=0)
-  tiled = inference.predict_tiled(loaded.predictor, inputs, tile=48, overlap=overlap)
-  assert inference.tile_count(70, 90, 48, overlap, loaded.predictor.size_multiple) > 4
+  whole = predict.predict(loaded.predictor, inputs, bucket=0)
+  tiled = predict.predict_tiled(loaded.predictor, inputs, tile=48, overlap=overlap)
+  assert predict.tile_count(70, 90, 48, overlap, loaded.predictor.size_multiple) > 4
   np.testing.assert_allclose(tiled, whole, atol=1e-5)
   # Without context the seams show: the comparison above can fail.
-  seams = inference.predict_tiled(loaded.predictor, inputs, tile=24, overlap=0)
+  seams = predict.predict_tiled(loaded.predictor, inputs, tile=24, overlap=0)
   assert np.abs(seams - whole).max() > 1e-3
 
 

@@ -10,16 +10,17 @@ import optax
 import pytest
 from PIL import Image
 
+from jaxcar import cli
 from jaxcar.configs import base
-from jaxcar.training import checkpoint, config_flags, loop, optim
+from jaxcar.training import checkpoint, loop, optim
 
 
 def test_each_recipe_switches_on_only_its_seeds_behaviour():
-  assert config_flags.load("restorer").optimizer.reset_at_decay
-  assert config_flags.load("carcnn").keep_best
-  assert config_flags.load("nogan").num_devices == 1 and config_flags.load("nogan:small").num_devices == 0
+  assert cli.load_config("restorer").optimizer.reset_at_decay
+  assert cli.load_config("carcnn").keep_best
+  assert cli.load_config("nogan").num_devices == 1 and cli.load_config("nogan:small").num_devices == 0
   for name in ("arcnn", "dacar3", "qcn", "qgcn"):
-    config = config_flags.load(name)
+    config = cli.load_config(name)
     assert not config.optimizer.reset_at_decay and not config.keep_best and config.num_devices == 0, name
 
 
@@ -58,7 +59,7 @@ def test_reset_at_decay_needs_a_piecewise_schedule():
 
 
 def test_restorer_resets_at_each_of_its_halvings():
-  opt = config_flags.load("restorer").optimizer
+  opt = cli.load_config("restorer").optimizer
   halvings = optim.decay_boundaries(opt, 100 * opt.decay_steps)
   assert len(halvings) == 95 and 20 * opt.decay_steps not in halvings and 19 * opt.decay_steps in halvings
 
@@ -75,7 +76,7 @@ def test_best_manager_keeps_the_highest_validation_psnr_across_a_resume(tmp_path
     checkpoint.save_if_best(best, 2, _state(99.0), 50.0)
     checkpoint.save_if_best(best, 4, _state(4.0), 22.9)
   assert checkpoint.best_step(tmp_path) == 2
-  np.testing.assert_array_equal(checkpoint.restore_params(tmp_path)["w"], [2.0, 2.0])
+  np.testing.assert_array_equal(checkpoint.load_params(tmp_path)["w"], [2.0, 2.0])
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def images(tmp_path_factory):
 def _tiny(name, images, extra):
   overrides = [f"data.source={images}", f"data.validation={images}", "data.num_workers=0", "data.patch_size=16",
                "log_every=1", "eval_every=1", "checkpoint_every=1"]
-  return config_flags.load(f"{name}:small", overrides + extra)
+  return cli.load_config(f"{name}:small", overrides + extra)
 
 
 def test_carcnn_run_keeps_its_best_validation_parameters(images, tmp_path):

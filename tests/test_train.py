@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 import jax
 
-from jaxcar.training import checkpoint, config_flags, loop, validation
+from jaxcar import cli
+from jaxcar.training import checkpoint, loop, validation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def images(tmp_path_factory):
 def tiny_config(name, images, extra=()):
   overrides = [f"data.source={images}", f"data.validation={images}", "data.num_workers=0", "batch_size=8",
                "data.patch_size=16", "num_steps=1", "log_every=1", "eval_every=1", "checkpoint_every=1"]
-  return config_flags.load(f"{name}:small", overrides + TINY[name] + list(extra))
+  return cli.load_config(f"{name}:small", overrides + TINY[name] + list(extra))
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -57,12 +58,12 @@ def test_one_step_of_every_config(name, images, tmp_path):
   lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert any("validation/psnr" in line for line in lines)
   assert list((tmp_path / "samples").glob("validation_*.png"))
-  params = checkpoint.restore_params(tmp_path)
+  params = checkpoint.load_params(tmp_path)
   assert jax.tree_util.tree_leaves(params)
 
 
 def test_loss_decreases_on_the_embedded_photos(tmp_path):
-  config = config_flags.load("dacar4:small", ["num_steps=60", "log_every=10", "eval_every=60",
+  config = cli.load_config("dacar4:small", ["num_steps=60", "log_every=10", "eval_every=60",
                                               "checkpoint_every=60", "batch_size=8", "data.patch_size=32"])
   loop.train_and_evaluate(config, tmp_path)
   losses = [r["loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
@@ -104,8 +105,8 @@ RESUME_OVERRIDES = [f"num_steps={RESUME_STEPS}", "checkpoint_every=4"]
 def uninterrupted(images, tmp_path_factory):
   """Params after RESUME_STEPS steps in one go: the reference both kill tests must match."""
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  loop.train_and_evaluate(config_flags.load("dacar4:small", _overrides(images, RESUME_OVERRIDES)), workdir)
-  return checkpoint.restore_params(workdir)
+  loop.train_and_evaluate(cli.load_config("dacar4:small", _overrides(images, RESUME_OVERRIDES)), workdir)
+  return checkpoint.load_params(workdir)
 
 
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
@@ -122,8 +123,8 @@ def test_killed_then_resumed_equals_uninterrupted_bit_for_bit(kill, images, unin
   saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] < RESUME_STEPS, saved
 
-  loop.train_and_evaluate(config_flags.load("dacar4:small", _overrides(images, RESUME_OVERRIDES)), killed)
-  for a, b in zip(jax.tree_util.tree_leaves(uninterrupted), jax.tree_util.tree_leaves(checkpoint.restore_params(killed))):
+  loop.train_and_evaluate(cli.load_config("dacar4:small", _overrides(images, RESUME_OVERRIDES)), killed)
+  for a, b in zip(jax.tree_util.tree_leaves(uninterrupted), jax.tree_util.tree_leaves(checkpoint.load_params(killed))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -134,14 +135,14 @@ def _overrides(images, extra):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path):
   good = _overrides(images, ["num_steps=2", "checkpoint_every=1"])
-  loop.train_and_evaluate(config_flags.load("dacar4:small", good), tmp_path)
+  loop.train_and_evaluate(cli.load_config("dacar4:small", good), tmp_path)
   exploding = _overrides(images, ["num_steps=6", "checkpoint_every=1",
                                   "optimizer.learning_rate=1e30"])
   with pytest.raises(loop.NonFiniteLoss, match="last good checkpoint"):
-    loop.train_and_evaluate(config_flags.load("dacar4:small", exploding), tmp_path)
+    loop.train_and_evaluate(cli.load_config("dacar4:small", exploding), tmp_path)
   saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert saved[-1] == 2
-  assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(checkpoint.restore_params(tmp_path)))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(checkpoint.load_params(tmp_path)))
 
 
 def test_checkpoint_of_another_config_is_a_clear_error(images, tmp_path):

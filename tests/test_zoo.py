@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcar import evaluate, inference, models, restore, zoo
+from jaxcar import evaluate, loading, models, restore, zoo
 from jaxcar.data import sources
 
 MAX_BYTES = 10_000_000
@@ -46,7 +46,7 @@ def test_manifest_describes_its_file(name):
 
 @pytest.mark.parametrize("name", sorted(zoo.aliases()))
 def test_restores_an_embedded_photo_better_than_its_jpeg(name):
-  loaded = inference.load_model(pretrained=name)
+  loaded = loading.load_model(pretrained=name)
   photo = sources.load_image(sources.list_images("embedded:validation")[0], loaded.color)  # coffee, 400x600
   settings = evaluate.Settings(bucket=0)
   for quality in (10, 50, 90):
@@ -71,7 +71,7 @@ def test_unknown_name_is_one_line():
   with pytest.raises(zoo.ZooError, match="available: .*color"):
     zoo.load("colour-v9")
   with pytest.raises(ValueError, match="drop --config"):
-    inference.load_model(zoo.load("grey").config, pretrained="grey")
+    loading.load_model(zoo.load("grey").config, pretrained="grey")
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_cli_restore_needs_no_model_flags_and_the_others_take_model(tmp_path):
   _cli("jaxcar.restore", "photo.jpg", "--output", "restored", cwd=tmp_path)
   assert Image.open(tmp_path / "restored" / "photo.png").size == (160, 120)
   _cli("jaxcar.export", "--model=grey", "--formats=safetensors", "--output_dir=exported", cwd=tmp_path)
-  reloaded = inference.load_model(weights=tmp_path / "exported" / "qcn.safetensors")
+  reloaded = loading.load_model(weights=tmp_path / "exported" / "qcn.safetensors")
   for got, want in zip(jax.tree_util.tree_leaves(reloaded.predictor.params), jax.tree_util.tree_leaves(zoo.load("grey").params)):
     np.testing.assert_array_equal(got, want)
   (tmp_path / "photos").mkdir()

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from jaxcar.convert import ConversionError, as_params, check_shapes, expected_shapes
+from jaxcar.convert.tree import ConversionError, as_params, check_shapes, expected_shapes
 
 Layer = tuple[str, dict[str, np.ndarray]]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxcar.convert import ConversionError, Path_, as_params, check_shapes, expected_shapes, flatten
+from jaxcar.convert.tree import ConversionError, Path_, as_params, check_shapes, expected_shapes, flatten
 
 TORCH_LEAF = {"kernel": "weight", "bias": "bias", "slope": "weight"}
 DATAPARALLEL_PREFIX = "module."

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcar import paths as jaxcar_paths
 from jaxcar.data import sources
 
-CACHE_ENV = "JAXCAR_CACHE"
 _FORMAT = 1  # bump when the decoding rules in sources.load_image change
 
 
 def default_cache_dir() -> Path:
-  return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "jaxcar" / "decoded")
+  """$JAXCAR_CACHE/decoded, default ~/.cache/jaxcar/decoded."""
+  return jaxcar_paths.cache_dir("decoded")
 
 
 class DecodedImages:

@@ -9,7 +9,7 @@ network's needless changes to a nearly lossless JPEG are undone.
 
 The coefficients k are recovered from the decoded pixels (the decoder's rounding moves them by about
 0.3 of a unit; `margin` can widen each interval to absorb that and the encoder's integer DCT, but on the
-zoo's validation split a margin of 0 scored best at q 10, 50, 90 and 95: BUILD_NOTES.md). Only whole
+zoo's validation split a margin of 0 scored best at q 10, 50, 90 and 95: BUILD_NOTES.md, Model zoo). Only whole
 blocks are projected: the encoder filled the partial blocks at the right and bottom edges with pixels
 that are not in the image. The JPEG's 2-D DCT is the orthonormal one, so `DCT @ block @ DCT.T`.
 """

@@ -12,16 +12,18 @@ from absl import flags
 import grain
 import numpy as np
 
-from jaxcar import host_memory
 from jaxcar.data import cache, sources, transforms
+from jaxcar.ops import host_memory
 
 
 def train_iterator(data_config, *, batch_size: int, seed: int, process_index: int | None = None,
-                   process_count: int | None = None, num_workers: int | None = None):
-  """A grain DatasetIterator of per-process batches (dicts of numpy arrays, see BUILD_NOTES.md).
+                   process_count: int | None = None, num_workers: int | None = None,
+                   keep_freed_memory: bool = True):
+  """A grain DatasetIterator of per-process batches (dicts of numpy arrays, see BUILD_NOTES.md, Layout).
 
   process_index/process_count default to JAX's; num_workers defaults to `data_config.num_workers`
-  (0 runs the transforms in this process).
+  (0 runs the transforms in this process). keep_freed_memory=False leaves the workers' malloc at
+  glibc's defaults (the input benchmark's A/B of that choice).
   """
   dataset = train_dataset(data_config, batch_size=batch_size, seed=seed, process_index=process_index,
                           process_count=process_count, prefetch=data_config.prefetch_buffer_size)
@@ -33,13 +35,13 @@ def train_iterator(data_config, *, batch_size: int, seed: int, process_index: in
       flags.FLAGS.mark_as_parsed()
     options = grain.MultiprocessingOptions(num_workers=workers,
                                            per_worker_buffer_size=data_config.prefetch_buffer_size)
-    dataset = dataset.mp_prefetch(options, worker_init_fn=keep_freed_memory)
+    dataset = dataset.mp_prefetch(options, worker_init_fn=_keep_freed_memory if keep_freed_memory else None)
   return iter(dataset)
 
 
-def keep_freed_memory(worker_index: int = 0, worker_count: int = 1) -> None:
+def _keep_freed_memory(worker_index: int = 0, worker_count: int = 1) -> None:
   """Worker start-up: glibc keeps freed batch buffers for reuse (`host_memory`) instead of unmapping
-  them; each batch's ~8 MB of fresh arrays otherwise costs ~1,500 page faults (BUILD_NOTES.md)."""
+  them; each batch's ~8 MB of fresh arrays otherwise costs ~1,500 page faults (docs/performance.md, Input pipeline)."""
   del worker_index, worker_count  # Grain's worker_init_fn signature
   host_memory.keep_freed_memory()
 

@@ -1,4 +1,4 @@
-"""ARCNN as re-implemented in the QGCN repository (`src/nets/arcnn.py`, spec §6).
+"""ARCNN as re-implemented in the QGCN repository (`src/nets/arcnn.py`; after Dong et al., ICCV 2015).
 
 9-7-1-5 convolutions with 64-32-16 features and a PReLU after each hidden layer. Submodule names
 follow the PyTorch `nn.Sequential` indices (`base_0` = `base.0`) so weights convert by name.
@@ -7,13 +7,17 @@ follow the PyTorch `nn.Sequential` indices (`base_0` = `base.0`) so weights conv
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import layers
+from jaxcar.models import layers, registry
 
 
 class ARCNN(nn.Module):
   """ARCNN. `channels` = 3 (RGB) or 1 (grey); input and output in the same value range."""
   channels: int = 3
   dtype: layers.Dtype = jnp.float32
+
+  @property
+  def input_channels(self) -> int:
+    return self.channels
 
   @nn.compact
   def __call__(self, x):
@@ -25,3 +29,8 @@ class ARCNN(nn.Module):
       x = layers.PReLU(dtype=self.dtype, name=f"base_{2 * i + 1}").after(conv, x)
     return layers.torch_conv(self.channels, 5, kernel_init=layers.normal(0.001), in_features=16,
                              dtype=self.dtype, name="last")(x)
+
+
+@registry.register("arcnn", origin="pytorch", value_range="minus_one_one")  # as QGCN's main.py feeds it
+def create(color="rgb", dtype="float32"):
+  return ARCNN(channels=registry.channels(color), dtype=registry.dtype(dtype))

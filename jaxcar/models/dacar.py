@@ -1,9 +1,9 @@
-"""DACAR3/4/5 and SACAR6 (Albluwi et al., IMVIP 2018; spec §1).
+"""DACAR3/4/5 and SACAR6 (Albluwi et al., IMVIP 2018; Fatma-ALbluwi/DACAR-SACAR-models).
 
 Keras models on the luminance channel in [0, 1], output the restored image itself (no residual).
 Quirk kept behind `activation`: the released weights were trained with LeakyReLU(0.3) (the default
 here); the authors' MatConvNet test script ran them with plain ReLU (`activation="relu"`), which
-gives ~7 dB with the released weights (spec/reference_numbers.md).
+gives ~7 dB with the released weights (BUILD_NOTES.md, Released weights).
 """
 
 from typing import Sequence
@@ -11,7 +11,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import layers
+from jaxcar.models import layers, registry
 
 # Each activation as the negative slope the convolution before it applies (layers.Conv.negative_slope).
 ACTIVATIONS = {
@@ -45,6 +45,7 @@ class DACAR(nn.Module):
   layer_spec: Sequence[tuple[int, int]] = DIRECT_LAYERS["dacar3"]
   activation: str = "leaky_relu"
   dtype: layers.Dtype = jnp.float32
+  input_channels = 1  # luminance
 
   @nn.compact
   def __call__(self, x):
@@ -60,6 +61,7 @@ class SACAR6(nn.Module):
   """Skip architecture: c3 sees concat([c1, c2]) (c1 first); 7 convolutions in all."""
   activation: str = "leaky_relu"
   dtype: layers.Dtype = jnp.float32
+  input_channels = 1  # luminance
 
   @nn.compact
   def __call__(self, x):
@@ -71,3 +73,18 @@ class SACAR6(nn.Module):
     for name in ("conv4", "conv5", "conv6"):
       x = conv(32, 5, name)(x)
     return _keras_conv(1, 5, self.dtype, "conv7")(x)
+
+
+def _register_direct(name):
+  @registry.register(name, origin="keras")
+  def create(activation="leaky_relu", dtype="float32"):
+    return DACAR(layer_spec=DIRECT_LAYERS[name], activation=activation, dtype=registry.dtype(dtype))
+
+
+for _name in DIRECT_LAYERS:
+  _register_direct(_name)
+
+
+@registry.register("sacar6", origin="keras")
+def create_sacar6(activation="leaky_relu", dtype="float32"):
+  return SACAR6(activation=activation, dtype=registry.dtype(dtype))

@@ -2,7 +2,7 @@
 
 The seeds come from three frameworks (Keras 2.0.5, TF1, PyTorch); each initialiser below reproduces
 one framework's default exactly, so a fresh jaxcar model starts from the same distribution as the
-original recipe (spec §1-§6).
+original recipe (each seed's official code).
 """
 
 import math
@@ -40,7 +40,7 @@ def normal(stddev: float):
 
 
 def qcn_kernel(key, shape, dtype=jnp.float32):
-  """QCN/QGCN conv init: N(0, sqrt(2 / (kh*kw*out_channels))) (fan-out, spec §4.1)."""
+  """QCN/QGCN conv init: N(0, sqrt(2 / (kh*kw*out_channels))) (fan-out, as VDIGPKU/QGCN's nets initialise)."""
   kh, kw, _, out = shape
   return normal(math.sqrt(2.0 / (kh * kw * out)))(key, shape, dtype)
 

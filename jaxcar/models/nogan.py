@@ -1,4 +1,4 @@
-"""NoGAN generator and discriminator (mathanprasannakumar/JPEG-ARTIFACT-REMOVER; spec §3). RGB [0, 1].
+"""NoGAN generator and discriminator (mathanprasannakumar/JPEG-ARTIFACT-REMOVER notebook). RGB [0, 1].
 
 Generator (recovered one-block code): conv_first -> dense block(s) -> conv_body (LReLU 0.2) ->
 conv_last (sigmoid). A dense block has 4 convs whose inputs are the *already concatenated* tensors
@@ -18,7 +18,7 @@ import functools
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import layers
+from jaxcar.models import layers, registry
 from jaxcar.ops import activations
 
 LEAKY_SLOPE = 0.2
@@ -54,6 +54,7 @@ class DenseBlock(nn.Module):
 class Generator(nn.Module):
   dense_blocks: int = 1
   dtype: layers.Dtype = jnp.float32
+  input_channels = 3
 
   @nn.compact
   def __call__(self, x):
@@ -68,6 +69,7 @@ class Discriminator(nn.Module):
   design: str = "as_coded"
   logits: bool = False  # True returns pre-sigmoid scores (for a numerically stable BCE)
   dtype: layers.Dtype = jnp.float32
+  input_channels = 3
 
   @nn.compact
   def __call__(self, x):
@@ -83,3 +85,13 @@ class Discriminator(nn.Module):
     x = leaky_relu_02(dense(1024, name="dense1")(x))
     scores = dense(1, name="dense2")(x)
     return scores if self.logits else nn.sigmoid(scores)
+
+
+@registry.register("nogan_generator", origin="keras")
+def create_generator(dense_blocks=1, dtype="float32"):
+  return Generator(dense_blocks=dense_blocks, dtype=registry.dtype(dtype))
+
+
+@registry.register("nogan_discriminator", origin="keras")
+def create_discriminator(design="as_coded", logits=False, dtype="float32"):
+  return Discriminator(design=design, logits=logits, dtype=registry.dtype(dtype))

@@ -1,4 +1,4 @@
-"""QCN, QGCN (Li et al., TIP 2020, `VDIGPKU/QGCN`; spec §4) and the EDSR baseline (QCN without maps).
+"""QCN, QGCN (Li et al., TIP 2020, `VDIGPKU/QGCN`) and the EDSR baseline (QCN without maps).
 
 Inputs are normalised to [-1, 1]. QCN/QGCN take the image concatenated with its quantization maps
 (RGB: [R, G, B, QM_Y, QM_C] = 5 channels; grey: [Y, QM_Y] = 2); EDSR takes the image alone. H and W
@@ -9,9 +9,10 @@ state_dict (`residual_3` = `residual.3`, `conv_global_l_0` = `conv_global_l.0`).
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import layers
+from jaxcar.models import layers, registry
 
 GLOBAL_SIZE = 112  # QGCN's global branch is asserted to take a 112x112 image
+QUANTIZATION_MAP_CHANNELS = {3: 2, 1: 1}  # RGB: luma + chroma table maps; grey: luma only
 
 
 def _conv(features, kernel, dtype, name, *, stride=1, use_bias=False, relu=False, kernel_init=layers.qcn_kernel):
@@ -59,6 +60,11 @@ class QCN(nn.Module):
   features: int = 64
   dtype: layers.Dtype = jnp.float32
   residual_output: bool = False
+  size_multiple = 2  # one stride-2 downscale, PixelShuffle(2) back up
+
+  @property
+  def input_channels(self) -> int:
+    return self.in_channels
 
   @nn.compact
   def __call__(self, x):
@@ -84,6 +90,16 @@ class QGCN(nn.Module):
   num_blocks: int = 64
   features: int = 64
   dtype: layers.Dtype = jnp.float32
+  size_multiple = 2
+
+  @property
+  def input_channels(self) -> int:
+    return self.in_channels
+
+  @property
+  def global_input_shape(self) -> tuple[int, int, int]:
+    """The second input: the whole image, resized, in the output's channels."""
+    return (GLOBAL_SIZE, GLOBAL_SIZE, self.out_channels)
 
   @nn.compact
   def __call__(self, x, global_image):
@@ -121,3 +137,26 @@ class QGCN(nn.Module):
         bias_init=layers.torch_default_bias(fan_in), name=name)
     x = nn.relu(dense(1024, x.shape[-1], "conv_global_l_0")(x))
     return dense(64, 1024, "conv_global_l_2")(x)
+
+
+@registry.register("qcn", origin="pytorch", value_range="minus_one_one", quantization_maps=True)
+def create_qcn(color="rgb", num_blocks=64, features=64, dtype="float32", residual_output=False):
+  channels = registry.channels(color)
+  return QCN(in_channels=channels + QUANTIZATION_MAP_CHANNELS[channels], out_channels=channels,
+             num_blocks=num_blocks, features=features, dtype=registry.dtype(dtype), residual_output=residual_output)
+
+
+@registry.register("qgcn", origin="pytorch", value_range="minus_one_one", quantization_maps=True,
+                   global_size=GLOBAL_SIZE)
+def create_qgcn(color="rgb", num_blocks=64, features=64, dtype="float32"):
+  channels = registry.channels(color)
+  return QGCN(in_channels=channels + QUANTIZATION_MAP_CHANNELS[channels], out_channels=channels,
+              num_blocks=num_blocks, features=features, dtype=registry.dtype(dtype))
+
+
+# QGCN's repository's EDSR baseline: QCN without the maps.
+@registry.register("edsr", origin="pytorch", value_range="minus_one_one")
+def create_edsr(color="rgb", num_blocks=64, features=64, dtype="float32"):
+  channels = registry.channels(color)
+  return QCN(in_channels=channels, out_channels=channels, num_blocks=num_blocks, features=features,
+             dtype=registry.dtype(dtype))

@@ -1,4 +1,4 @@
-"""Image Restorer (TsengMJ/Image_Compressor, `Src/Model.py`; spec §5). RGB in [0, 1] -> RGB.
+"""Image Restorer (TsengMJ/Image_Compressor, `Src/Model.py`). RGB in [0, 1] -> RGB.
 
 Two variants behind `variant`:
 - "shipped" (default): the code that was trained. Each ConvUnit is 3x3 -> 3x3 -> PReLU -> 3x3 ->
@@ -11,14 +11,14 @@ Neither variant has a skip connection; the output is linear.
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import layers
+from jaxcar.models import layers, registry
 
 UNIT_WIDTHS = (128, 64, 32)
 VARIANTS = ("shipped", "readme")
 
 
 def _conv(features, kernel, in_features, dtype, name):
-  # Spec §5: weights N(0, 0.001); biases keep the PyTorch default uniform.
+  # The seed's init: weights N(0, 0.001); biases keep the PyTorch default uniform.
   return layers.torch_conv(features, kernel, kernel_init=layers.normal(0.001), in_features=in_features,
                            dtype=dtype, name=name)
 
@@ -39,6 +39,7 @@ class ConvUnit(nn.Module):
 class Restorer(nn.Module):
   variant: str = "shipped"
   dtype: layers.Dtype = jnp.float32
+  input_channels = 3
 
   @nn.compact
   def __call__(self, x):
@@ -78,3 +79,8 @@ class Restorer(nn.Module):
       in_features = width
     x = prelu(conv(16, 1, 32, x))
     return _conv(3, 5, 16, self.dtype, "last")(x)
+
+
+@registry.register("restorer", origin="pytorch")
+def create(variant="shipped", dtype="float32"):
+  return Restorer(variant=variant, dtype=registry.dtype(dtype))

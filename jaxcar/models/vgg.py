@@ -8,7 +8,7 @@ seed uses (Keras `block5_conv4`).
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxcar.models import layers
+from jaxcar.models import layers, registry
 
 # torchvision cfg "E": channel counts, "M" = 2x2 max-pool.
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -31,6 +31,7 @@ def keras_caffe_preprocess(rgb01):
 class VGG19Features(nn.Module):
   last_index: int = 35
   dtype: layers.Dtype = jnp.float32
+  input_channels = 3
 
   @nn.compact
   def __call__(self, x):
@@ -48,3 +49,9 @@ class VGG19Features(nn.Module):
         x = nn.relu(x)
       index, in_features = index + 2, item
     return x
+
+
+# torchvision's file also holds the classifier (and, for a shorter `last_index`, deeper features).
+@registry.register("vgg19", origin="pytorch", partial_weights=True)
+def create(last_index=35, dtype="float32"):
+  return VGG19Features(last_index=last_index, dtype=registry.dtype(dtype))

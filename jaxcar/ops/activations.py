@@ -4,7 +4,7 @@ Autodiff of `where(x >= 0, x, slope * x)` transposes the `where` into two masked
 and a sum: three passes over each activation tensor, which XLA's CPU backend does not fuse, and a
 trainable slope's gradient that XLA summed partly in bfloat16 (24% off on a 64-channel layer). The
 rules below give bit-identical input gradients in one pass and sum the slope's gradient in float32
-(tests/test_activations.py; BUILD_NOTES.md, Performance, attempt 9).
+(tests/test_activations.py; docs/performance.md, Fused activations and their gradients).
 """
 
 import functools

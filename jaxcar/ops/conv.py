@@ -4,21 +4,20 @@ XLA elsewhere.
 On one CPU device, or on each CPU device's slice of a batch split over a mesh (`batch_split_over`,
 which the train step uses), the convolution, its bias, a following ReLU / leaky ReLU / PReLU, and both
 gradients run as oneDNN custom calls (`onednn_conv.cc`): the library PyTorch uses on CPU, about 2x
-faster to train than XLA's CPU convolutions (BUILD_NOTES.md, Performance). Everywhere else (GPU, TPU,
+faster to train than XLA's CPU convolutions (docs/performance.md, oneDNN convolutions). Everywhere else (GPU, TPU,
 several devices without that split) it is `lax.conv_general_dilated` plus the bias (what `nn.Conv`
 computes), then the activation from `activations.py`, so the program there is unchanged.
 
 A convolution for which oneDNN has only its reference kernels (100-1000x slower) stays with XLA,
-decided per shape when tracing. `JAXCAR_CPU_CONV` chooses: `auto` (default, as above), `onednn` (also
-with several CPU devices, local or in other processes, whose partitioner then gathers each
-convolution's operands onto every device: correct, but every device computes the whole batch) or
-`xla`. The choice is made when a function is traced.
+decided per shape when tracing. `set_backend` chooses (training: `config.cpu_conv`): `auto` (default,
+as above), `onednn` (also with several CPU devices, local or in other processes, whose partitioner
+then gathers each convolution's operands onto every device: correct, but every device computes the
+whole batch) or `xla`. The choice is made when a function is traced.
 """
 
 import contextlib
 import contextvars
 import functools
-import os
 
 import jax
 from jax import lax
@@ -30,6 +29,23 @@ from jaxcar.ops import activations, native
 
 CHOICES = ("auto", "onednn", "xla")
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+_backend = "auto"  # one of CHOICES: set_backend
+
+
+def set_backend(choice: str) -> str:
+  """Chooses the CPU convolutions traced from now on (see the module docstring); returns the previous
+  choice. Training applies `config.cpu_conv`; evaluate, restore and export take `--cpu_conv`."""
+  global _backend  # pylint: disable=global-statement
+  if choice not in CHOICES:
+    raise ValueError(f"cpu_conv must be one of {', '.join(CHOICES)}, got {choice!r}")
+  previous, _backend = _backend, choice
+  return previous
+
+
+def backend() -> str:
+  """The current choice: `auto`, `onednn` or `xla`."""
+  return _backend
 
 
 def conv2d(x, kernel, bias=None, *, strides=(1, 1), padding="SAME", negative_slope=None, prelu_slope=None):
@@ -80,7 +96,7 @@ _XLA_ONLY = contextvars.ContextVar("jaxcar_xla_only", default=False)
 
 @contextlib.contextmanager
 def xla_only():
-  """Convolutions traced inside this block are XLA's, whatever JAXCAR_CPU_CONV says: for programs that
+  """Convolutions traced inside this block are XLA's, whatever `set_backend` chose: for programs that
   leave jaxcar (StableHLO exports), which must not call jaxcar's oneDNN library and run on GPUs too."""
   token = _XLA_ONLY.set(True)
   try:
@@ -130,9 +146,7 @@ def conv2d_xla(x, kernel, bias, strides, padding):
 def use_onednn(split: bool = False) -> bool:
   """Whether convolutions traced now go through oneDNN (see the module docstring); `split`: per
   device, on a batch split over a mesh (`batch_split_over`)."""
-  choice = os.environ.get("JAXCAR_CPU_CONV", "auto")
-  if choice not in CHOICES:
-    raise ValueError(f"JAXCAR_CPU_CONV must be one of {CHOICES}, got {choice!r}")
+  choice = _backend
   if choice == "xla" or _XLA_ONLY.get() or jax.default_backend() != "cpu":
     return False
   if choice == "auto" and jax.device_count() > 1 and not split:  # processes count too (docstring)

@@ -1,10 +1,11 @@
 """Builds and loads the oneDNN convolution library (`onednn_conv.cc`) and registers it with XLA.
 
 The library is compiled on first use with the system C++ compiler against the oneDNN wheel
-(`onednn-cpu-gomp`, a dependency on Linux x86-64) and cached under `$JAXCAR_CACHE` (default
-`~/.cache/jaxcar`), keyed by the source, jaxlib and oneDNN versions. Compiling at first use rather than
-at install keeps jaxcar a pure-Python package that installs anywhere; where there is no compiler or no
-oneDNN the convolutions fall back to XLA's own, with one logged line saying why.
+(`onednn-cpu-gomp`, a dependency on Linux x86-64) and cached in `$JAXCAR_CACHE/ops-<key>` (default
+`~/.cache/jaxcar/ops-<key>`), the key hashing the source, jaxlib and oneDNN versions. Compiling at
+first use rather than at install keeps jaxcar a pure-Python package that installs anywhere; where
+there is no compiler or no oneDNN the convolutions fall back to XLA's own, with one logged line
+saying why.
 """
 
 import ctypes
@@ -21,6 +22,8 @@ import time
 
 from absl import logging
 import jax
+
+from jaxcar import paths
 
 SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
 TARGETS = {"jaxcar_conv_forward": "JaxcarConvForward",
@@ -99,8 +102,7 @@ def _built_library() -> pathlib.Path:
   prefix = _onednn_prefix()
   key = hashlib.sha256(b"|".join([SOURCE.read_bytes(), _version("jaxlib").encode(),
                                   _version("onednn-cpu-gomp").encode(), str(prefix).encode()]))
-  cache = pathlib.Path(os.environ.get("JAXCAR_CACHE", pathlib.Path.home() / ".cache/jaxcar"))
-  library = cache / f"ops-{key.hexdigest()[:16]}" / "libjaxcar_onednn.so"
+  library = paths.cache_dir(f"ops-{key.hexdigest()[:16]}") / "libjaxcar_onednn.so"
   if not library.exists():
     _compile(prefix, library)
   return library

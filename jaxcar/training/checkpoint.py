@@ -9,6 +9,7 @@ Layout under `workdir` (a local path or anything etils/Orbax supports, e.g. gs:/
 Saving is asynchronous, decided by a fixed-interval policy, keeps the latest `keep_checkpoints`.
 """
 
+import functools
 import json
 
 from absl import logging
@@ -25,10 +26,14 @@ BEST_DIR = "best"
 CONFIG_FILE = "config.json"
 
 
+@functools.cache
 def _write_arrays_whole():
   """Replica-parallel saving splits each replicated array over its replicas, compiling one slice per
   device and array: ~40 compiles (20 s on a busy CPU) per first save for a network of a few MB. These
-  networks are at most ~50 MB, so one replica writes each array whole."""
+  networks are at most ~50 MB, so one replica writes each array whole.
+
+  Orbax takes this only as a process-wide handler, so it is installed when jaxcar first makes a
+  checkpoint manager (once), not when this module is imported."""
   # Orbax logs a warning for every override; this one is jaxcar's own choice, not news to a user.
   is_not_the_notice = lambda record: "overriding" not in record.getMessage()
   logging.get_absl_logger().addFilter(is_not_the_notice)
@@ -39,14 +44,12 @@ def _write_arrays_whole():
     logging.get_absl_logger().removeFilter(is_not_the_notice)
 
 
-_write_arrays_whole()
-
-
 class CheckpointMismatch(ValueError):
   """A checkpoint in the workdir that does not fit the current config."""
 
 
 def manager(workdir, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+  _write_arrays_whole()
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
       save_decision_policy=policies.FixedIntervalPolicy(config.checkpoint_every),
@@ -63,6 +66,7 @@ def checkpoint_dir(workdir, folder: str = CHECKPOINT_DIR) -> epath.Path:
 def best_manager(workdir) -> ocp.CheckpointManager:
   """WORKDIR/best: one state, the one with the highest validation PSNR saved so far. Orbax ranks by the
   metrics stored beside each save, so the best survives a resume."""
+  _write_arrays_whole()
   options = ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda metrics: metrics["psnr"], best_mode="max",
                                          enable_async_checkpointing=False, create=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir, BEST_DIR), options=options)
@@ -82,7 +86,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, iterator, force: bool = 
   return mngr.save(step, args=args, force=force)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state, iterator):
+def resume(mngr: ocp.CheckpointManager, abstract_state, iterator):
   """(state, step) from the latest checkpoint, moving `iterator` to its saved position; (None, 0) if none."""
   step = mngr.latest_step()
   if step is None:
@@ -107,7 +111,7 @@ def read_config(workdir) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads((epath.Path(workdir) / CONFIG_FILE).read_text()))
 
 
-def restore_params(workdir, config: ml_collections.ConfigDict | None = None, step: int | None = None):
+def load_params(workdir, config: ml_collections.ConfigDict | None = None, step: int | None = None):
   """The restoring network's parameters (EMA when the run kept one) at `step` (default: the best
   validation state of a `keep_best` run, else the latest).
 

@@ -26,10 +26,6 @@ def initialize(requested: bool = False, coordinator: str | None = None, num_proc
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 
-def is_main() -> bool:
-  return jax.process_index() == 0
-
-
 class StopRequest:
   """Set by SIGTERM/SIGINT; `agreed()` is True on every process at the same step once any is set.
 

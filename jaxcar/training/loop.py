@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxcar.ops import conv
 from jaxcar.training import checkpoint, distributed, steps, validation, writers
 
 
@@ -34,6 +35,7 @@ def make_trainer(config, mesh):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Train until `config.num_steps`; returns the last logged metrics (and validation PSNR)."""
+  conv.set_backend(config.get("cpu_conv", "auto"))  # runs saved before the field had none
   devices = mesh_devices(config)
   _check_batch(config, len(devices))
   _prepare_workdir(workdir)
@@ -41,7 +43,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   trainer = make_trainer(config, mesh)
   iterator = _train_iterator(config)
   mngr = checkpoint.manager(workdir, config)
-  state, start_step = checkpoint.restore_latest(mngr, trainer.abstract_state(), iterator)
+  state, start_step = checkpoint.resume(mngr, trainer.abstract_state(), iterator)
   if state is None:
     state = trainer.init_state()
   else:
@@ -110,7 +112,7 @@ def _log(step, pending, progress, writer, input_seconds) -> dict:
 def _validate(step, trainer, state, examples, config, writer) -> dict:
   if not examples:
     return {}
-  scores, restored = validation.evaluate(lambda inputs: trainer.restore(state, inputs), examples,
+  scores, restored = validation.evaluate(lambda inputs: trainer.predict(state, inputs), examples,
                                          config.data.value_range)
   writers.log(f"step {step}  validation PSNR {scores['psnr']:.3f} dB (JPEG {scores['psnr_jpeg']:.3f} dB)")
   writer.scalars(step, {f"validation/{k}": v for k, v in scores.items()})

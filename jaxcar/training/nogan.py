@@ -1,4 +1,4 @@
-"""NoGAN (mathanprasannakumar/JPEG-ARTIFACT-REMOVER; spec §3): three phases, one jitted step each.
+"""NoGAN (mathanprasannakumar/JPEG-ARTIFACT-REMOVER: notebook, config.yaml): three phases, one jitted step each.
 
 1. generator: pixel MSE + VGG19 perceptual loss;
 2. discriminator: BCE(D(clean), 1) + BCE(D(fake), 0), fakes from the phase-1 generator;
@@ -41,8 +41,8 @@ class NoGANTrainer:
     if self.nogan.fakes not in FAKES:
       raise ValueError(f"nogan.fakes must be one of {FAKES}, got {self.nogan.fakes!r}")
     self.boundaries = (self.nogan.generator_steps, self.nogan.generator_steps + self.nogan.discriminator_steps)
-    self.generator = models.create(config.model.name, **config.model.options)
-    self.size_multiple = 1  # the generator is all stride-1 convolutions
+    self.generator = models.from_config(config)
+    self.size_multiple = models.size_multiple(self.generator)
     self.discriminator = models.create("nogan_discriminator", logits=True, **self.nogan.discriminator)
     self.tx = {phase: self._adam(self.nogan[f"{phase}_learning_rate"]) for phase in PHASES}
     self.perceptual = self._perceptual_loss()
@@ -98,7 +98,7 @@ class NoGANTrainer:
   def train_step(self, state, batch, step: int):
     return self._steps[self.phase(step)](state, batch)
 
-  def restore(self, state, inputs: dict):
+  def predict(self, state, inputs: dict):
     return self._apply(state.generator.params, *steps.model_inputs(steps.global_replicated(inputs, self.mesh)))
 
   # --- losses and the three steps ---

@@ -1,19 +1,20 @@
-"""`python -m jaxcar.training.plot WORKDIR OUT.png [--reference=29.074:DACAR3 release]`: learning curve.
+"""`python -m jaxcar.training.plot WORKDIR OUT.png [--reference="29.074:DACAR3 release"]`: learning curve.
 
 Training loss (log scale) and validation PSNR against steps, from the run's metrics.jsonl, with the
 JPEG baseline the validation measured and optional reference lines.
 """
 
 import json
-import sys
 from pathlib import Path
 
-import matplotlib
+from absl import flags
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+from matplotlib.figure import Figure  # drawn without pyplot, so no backend is chosen for the process
 
-from jaxcar.training import writers  # pylint: disable=wrong-import-position
+from jaxcar import cli
+from jaxcar.training import writers
+
+FLAGS = flags.FLAGS
 
 
 def read_metrics(workdir) -> list[dict]:
@@ -30,7 +31,8 @@ def plot(workdir, output, references: dict[float, str] = None):
   records = read_metrics(workdir)
   train = [(r["step"], r["loss"]) for r in records if "loss" in r]
   valid = [(r["step"], r["validation/psnr"], r["validation/psnr_jpeg"]) for r in records if "validation/psnr" in r]
-  figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(11, 4))
+  figure = Figure(figsize=(11, 4))
+  loss_axis, psnr_axis = figure.subplots(1, 2)
   loss_axis.plot(*zip(*train))
   loss_axis.set(xlabel="step", ylabel="training loss", yscale="log", title="training loss")
   if valid:
@@ -46,14 +48,18 @@ def plot(workdir, output, references: dict[float, str] = None):
 
 
 def main(argv):
-  if len(argv) < 3:
-    sys.exit("usage: python -m jaxcar.training.plot WORKDIR OUT.png [--reference=VALUE:LABEL ...]")
+  if len(argv) != 3:
+    raise cli.UsageError("usage: python -m jaxcar.training.plot WORKDIR OUT.png [--reference=VALUE:LABEL ...]")
   references = {}
-  for arg in argv[3:]:
-    value, _, label = arg.removeprefix("--reference=").partition(":")
+  for reference in FLAGS.reference:
+    value, _, label = reference.partition(":")
     references[float(value)] = label or "reference"
   plot(argv[1], argv[2], references)
 
 
+def define_flags() -> None:
+  flags.DEFINE_multi_string("reference", [], "VALUE:LABEL, a horizontal line on the PSNR plot (repeatable)")
+
+
 if __name__ == "__main__":
-  main(sys.argv)
+  cli.run(main, define_flags)

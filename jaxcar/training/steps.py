@@ -43,10 +43,14 @@ def batch_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+DEVICE_KEYS = ("inputs", "global_inputs", "targets")  # what a train step reads (not the loader's "quality")
+
+
 def global_batch(local_batch: dict, mesh) -> dict:
   """This process's slice of the batch (numpy) -> global arrays split over all devices."""
   sharding = batch_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items() if k in DEVICE_KEYS}
 
 
 def global_replicated(tree, mesh):

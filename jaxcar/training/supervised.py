@@ -4,7 +4,6 @@ import jax
 import ml_collections
 
 from jaxcar import convert, models, zoo
-from jaxcar.models import qcn
 from jaxcar.training import losses, optim, steps
 
 
@@ -13,9 +12,8 @@ class SupervisedTrainer:
 
   def __init__(self, config: ml_collections.ConfigDict, mesh):
     self.config, self.mesh = config, mesh
-    self.model = models.create(config.model.name, **config.model.options)
-    # QCN/QGCN downsample by 2 once, so whole images must have even sizes; the others take any size.
-    self.size_multiple = 2 if isinstance(self.model, (qcn.QCN, qcn.QGCN)) else 1
+    self.model = models.from_config(config)
+    self.size_multiple = models.size_multiple(self.model)  # whole validation images are padded to it
     self.tx = optim.optimizer(config.optimizer, config.num_steps)
     self._step = steps.make_train_step(self.model, self.tx, losses.pixel_loss(config.loss), mesh,
                                        config.ema_decay)
@@ -48,7 +46,7 @@ class SupervisedTrainer:
     del step  # one phase: the same compiled step throughout
     return self._step(state, batch)
 
-  def restore(self, state, inputs: dict):
+  def predict(self, state, inputs: dict):
     """The network applied to whole-image inputs (a dict like a batch, without targets)."""
     params = state.ema_params if state.ema_params is not None else state.params
     return self._apply(params, *steps.model_inputs(steps.global_replicated(inputs, self.mesh)))

@@ -1,6 +1,6 @@
 """Periodic validation during training: whole held-out images, JPEG-compressed, restored, scored.
 
-The protocol is the reference one (spec/reference_numbers.md): Pillow JPEG at `validation_quality`,
+The protocol is the reference one (BUILD_NOTES.md, Released weights): Pillow JPEG at `validation_quality`,
 output clipped to [0, 1], x255, rounded to uint8, PSNR over all pixels and channels, no border crop.
 Images are edge-padded bottom/right only as far as the network needs (QCN/QGCN: even sizes), as
 `jaxcar.evaluate --bucket=0` does, and cropped back: padding further (to 64, to compile fewer shapes;
@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from jaxcar import inference, metrics
+from jaxcar import metrics, predict
 from jaxcar.data import jpeg, prepare, sources
 
 
@@ -37,8 +37,8 @@ def _example(path: str, data_config, size_multiple: int) -> Example:
   clean = sources.load_image(path, data_config.color)
   encoded = jpeg.compress(clean, data_config.validation_quality, data_config.subsampling)
   compressed = jpeg.decode(encoded, data_config.color)
-  height, width = (inference.round_up(s, size_multiple) for s in compressed.shape[:2])
-  padded = inference.pad_bottom_right(compressed, height, width)
+  height, width = (predict.round_up(s, size_multiple) for s in compressed.shape[:2])
+  padded = predict.pad_bottom_right(compressed, height, width)
   inputs = prepare.model_inputs(padded, jpeg.quantization_tables(encoded), data_config)
   if data_config.global_size > 0:  # QGCN's global view is of the real image, not the padding
     inputs["global_inputs"] = prepare.global_image(compressed, data_config.global_size, data_config.value_range)
@@ -46,17 +46,12 @@ def _example(path: str, data_config, size_multiple: int) -> Example:
   return Example(path.rsplit("/", 1)[-1], clean, compressed, batched)
 
 
-def to_uint8(restored: np.ndarray, value_range: str) -> np.ndarray:
-  unit = np.clip(prepare.from_model_range(np.asarray(restored, np.float64), value_range), 0.0, 1.0)
-  return np.round(unit * 255.0).astype(np.uint8)
-
-
-def evaluate(restore, examples: list[Example], value_range: str) -> tuple[dict, list[np.ndarray]]:
-  """Mean PSNR of `restore(inputs_dict) -> (1, H', W', C)` and of the JPEG itself; the restored images."""
+def evaluate(forward, examples: list[Example], value_range: str) -> tuple[dict, list[np.ndarray]]:
+  """Mean PSNR of `forward(inputs_dict) -> (1, H', W', C)` and of the JPEG itself; the restored images."""
   restored_images, scores, baselines = [], [], []
   for example in examples:
     height, width = example.clean.shape[:2]
-    restored = to_uint8(np.asarray(restore(example.inputs))[0, :height, :width], value_range)
+    restored = prepare.to_uint8(np.asarray(forward(example.inputs))[0, :height, :width], value_range)
     restored_images.append(restored)
     scores.append(metrics.psnr(example.clean, restored))
     baselines.append(metrics.psnr(example.clean, example.compressed))

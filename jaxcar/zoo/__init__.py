@@ -40,9 +40,6 @@ class Pretrained:
   config: ml_collections.ConfigDict
   params: dict
 
-  def create_model(self):
-    return models.create(self.config.model.name, **dict(self.config.model.options))
-
 
 @functools.cache
 def manifests() -> dict[str, dict]:
@@ -89,6 +86,6 @@ def load(name: str) -> Pretrained:
   if hashlib.sha256(data).hexdigest() != entry["sha256"]:
     raise ZooError(f"{path}: contents do not match the manifest's SHA-256; reinstall jaxcar")
   config = ml_collections.ConfigDict(entry["config"])
-  model = models.create(config.model.name, **dict(config.model.options))
+  model = models.from_config(config)
   params = convert.flax_named_params(safetensors.numpy.load(data), model, str(path))  # shapes, finite values
   return Pretrained(name, entry, config, params)

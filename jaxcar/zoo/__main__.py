@@ -3,9 +3,11 @@
 `--markdown` prints the scores tables README.md shows, from the shipped manifests.
 """
 
-import sys
+from absl import flags
 
-from jaxcar import zoo
+from jaxcar import cli, zoo
+
+FLAGS = flags.FLAGS
 
 
 def describe(name: str, manifest: dict) -> str:
@@ -48,9 +50,11 @@ def markdown(name: str, manifest: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
   if not zoo.manifests():
-    sys.exit("no pretrained models are shipped with this installation")
-  if "--markdown" in argv:
+    raise cli.UsageError("no pretrained models are shipped with this installation")
+  if FLAGS.markdown:
     print("\n".join(markdown(name, manifest) for name, manifest in zoo.manifests().items()))
     return
   for name, manifest in zoo.manifests().items():
@@ -58,5 +62,9 @@ def main(argv: list[str]) -> None:
   print("\nUse one with --model=NAME in jaxcar.evaluate / restore / export, or jaxcar.zoo.load(NAME).")
 
 
+def define_flags() -> None:
+  flags.DEFINE_bool("markdown", False, "print README.md's score tables instead of the listing")
+
+
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.run(main, define_flags)

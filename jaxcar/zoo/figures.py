@@ -7,17 +7,14 @@ trained on (`embedded:validation`).
 
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxcar import evaluate, inference, zoo
-from jaxcar.data import jpeg, sources
+from jaxcar import cli, evaluate, loading, zoo
+from jaxcar.data import sources
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "docs", "Where the PNGs go.")
-flags.DEFINE_list("qualities", ["10", "50"], "JPEG qualities, one row each.")
-flags.DEFINE_integer("crop", 192, "Side of the crop shown (from the image centre), before x2 enlargement.")
 
 LABEL_HEIGHT = 22
 
@@ -34,8 +31,10 @@ def labelled(crop: np.ndarray, label: str, scale: int = 2) -> Image.Image:
 
 def row(loaded, path: str, quality: int, side: int) -> list[Image.Image]:
   clean = sources.load_image(path, loaded.color)
-  scores, restored = evaluate.evaluate_image(loaded, clean, quality, evaluate.Settings(bucket=0))
-  compressed = jpeg.decode(jpeg.compress(clean, quality, evaluate.JPEG_SUBSAMPLING), loaded.color)
+  settings = evaluate.Settings(bucket=0)
+  scores, restored = evaluate.evaluate_image(loaded, clean, quality, settings)
+  protocol = evaluate.protocol_for(loaded.config.model.name, settings.protocol)
+  compressed = evaluate.compressed(clean, quality, loaded.color, protocol)[0]  # the JPEG that was scored
   top, left = (clean.shape[0] - side) // 2, (clean.shape[1] - side) // 2
   crop = lambda image: image[top:top + side, left:left + side]
   name = Path(path).stem
@@ -64,12 +63,18 @@ def main(argv):
   output_dir.mkdir(parents=True, exist_ok=True)
   photos = sources.list_images("embedded:validation")
   for alias in sorted(zoo.aliases()):
-    loaded = inference.load_model(pretrained=alias)
+    loaded = loading.load_model(pretrained=alias)
     rows = [row(loaded, path, int(q), FLAGS.crop) for path in photos for q in FLAGS.qualities]
     target = output_dir / f"zoo_{alias}_crops.png"
     grid(rows).save(target)
     print(target)
 
 
+def define_flags() -> None:
+  flags.DEFINE_string("output_dir", "docs", "Where the PNGs go.")
+  flags.DEFINE_list("qualities", ["10", "50"], "JPEG qualities, one row each.")
+  flags.DEFINE_integer("crop", 192, "Side of the crop shown (from the image centre), before x2 enlargement.")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, define_flags)

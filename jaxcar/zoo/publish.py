@@ -13,22 +13,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
-from jaxcar import export, models, zoo
+from jaxcar import cli, export, zoo
 from jaxcar.training import checkpoint
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The finished training run.")
-flags.DEFINE_string("name", None, "Versioned name, e.g. color-v1.")
-flags.DEFINE_list("aliases", [], "Short names that point at this version, e.g. color.")
-flags.DEFINE_string("description", "", "One line: what the model restores.")
-flags.DEFINE_string("train_command", "", "The command that trained it.")
-flags.DEFINE_float("cpu_hours", None, "CPU time the training took (main and loader processes).")
-flags.DEFINE_string("commit", "", "The jaxcar commit the run was trained with.")
-flags.DEFINE_string("host", "", "Where it was trained, e.g. '2-core AMD EPYC (Zen 4), CPU only'.")
-flags.DEFINE_list("evaluations", [], "jaxcar.evaluate summary.json files to record as scores.")
 
 
 def scores(summary_files: list[str]) -> tuple[dict, dict]:
@@ -48,7 +39,7 @@ def scores(summary_files: list[str]) -> tuple[dict, dict]:
 def main(argv):
   del argv
   config = checkpoint.read_config(FLAGS.workdir)
-  params = checkpoint.restore_params(FLAGS.workdir)
+  params = checkpoint.load_params(FLAGS.workdir)
   step = checkpoint.latest_step(FLAGS.workdir)
   output_dir = zoo.FOLDER
   weights = output_dir / f"{FLAGS.name}.safetensors"
@@ -71,12 +62,23 @@ def main(argv):
   }
   manifest["scores"], manifest["evaluated_with"] = scores(FLAGS.evaluations)
   (output_dir / f"{FLAGS.name}.json").write_text(json.dumps(manifest, indent=1) + "\n")
-  models.create(config.model.name, **dict(config.model.options))  # the manifest's config builds the network
   zoo.manifests.cache_clear()
   zoo.load(FLAGS.name)  # and everything written passes the checks users' loads make
   print(f"wrote {weights} and its manifest")
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "The finished training run.")
+  flags.DEFINE_string("name", None, "Versioned name, e.g. color-v1.")
+  flags.DEFINE_list("aliases", [], "Short names that point at this version, e.g. color.")
+  flags.DEFINE_string("description", "", "One line: what the model restores.")
+  flags.DEFINE_string("train_command", "", "The command that trained it.")
+  flags.DEFINE_float("cpu_hours", None, "CPU time the training took (main and loader processes).")
+  flags.DEFINE_string("commit", "", "The jaxcar commit the run was trained with.")
+  flags.DEFINE_string("host", "", "Where it was trained, e.g. '2-core AMD EPYC (Zen 4), CPU only'.")
+  flags.DEFINE_list("evaluations", [], "jaxcar.evaluate summary.json files to record as scores.")
   flags.mark_flags_as_required(["workdir", "name", "cpu_hours"])
-  app.run(main)
+
+
+if __name__ == "__main__":
+  cli.run(main, define_flags)

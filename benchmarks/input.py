@@ -1,4 +1,4 @@
-"""`python -m jaxcar.bench input`: training patches per second from the Grain pipeline, per worker count.
+"""`python -m benchmarks input`: training patches per second from the Grain pipeline, per worker count.
 
 Times whole batches after a warm-up (which also absorbs worker start-up and the one-off decoded-cache
 build), so the number is the steady rate a training loop would see.
@@ -20,9 +20,10 @@ from PIL import Image
 
 from absl import app, flags
 
-from jaxcar import paths
+from benchmarks import common
+from jaxcar import cli, paths
+from jaxcar.configs import base
 from jaxcar.data import cache, jpeg, pipeline, prepare, transforms
-from jaxcar.training import config_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("source", None, "image source (default: <shared>/data/train)")
@@ -35,7 +36,7 @@ flags.DEFINE_integer("global_size", 0, "also make QGCN's global image of this si
 flags.DEFINE_integer("batch_size", 64, "per-process batch")
 flags.DEFINE_float("seconds", 10.0, "timed seconds per worker count")
 flags.DEFINE_integer("warmup_batches", 10, "untimed batches first")
-flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md")
+flags.DEFINE_bool("record", False, "write the table to benchmarks/results/input.md")
 flags.DEFINE_bool("keep_freed_memory", True,
                   "workers keep freed buffers on the heap (False: an A/B of that choice)")
 flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (CPU time, median of 15 rounds)")
@@ -65,7 +66,8 @@ def measure(data_config, workers: int) -> tuple[float, float]:
   The CPU-second rate is what one worker core delivers, whatever else shares the machine.
   """
   iterator = pipeline.train_iterator(data_config, batch_size=FLAGS.batch_size, seed=0, process_index=0,
-                                     process_count=1, num_workers=workers)
+                                     process_count=1, num_workers=workers,
+                                     keep_freed_memory=FLAGS.keep_freed_memory)
   for _ in range(FLAGS.warmup_batches):
     next(iterator)
   batches, start, cpu_start = 0, time.perf_counter(), cpu_seconds()
@@ -83,7 +85,7 @@ def training_input_wait(source: str, workers: int) -> float:
   from jaxcar.training import loop, writers  # pylint: disable=import-outside-toplevel
   overrides = [f"data.source={source}", f"data.num_workers={workers}", f"num_steps={FLAGS.train_steps}",
                "log_every=10", f"checkpoint_every={FLAGS.train_steps}", f"eval_every={FLAGS.train_steps}"]
-  config = config_flags.load(FLAGS.train_config, overrides)
+  config = cli.load_config(FLAGS.train_config, overrides)
   with tempfile.TemporaryDirectory() as workdir:
     loop.train_and_evaluate(config, workdir)
     records = [json.loads(line) for line in (Path(workdir) / writers.METRICS_FILE).read_text().splitlines()]
@@ -139,10 +141,6 @@ def _cpu_microseconds(fn, number: int = 50, repeat: int = 15) -> float:
   return float(np.median(rounds)) / number * 1e6
 
 
-def _glibc_defaults(worker_index: int = 0, worker_count: int = 1) -> None:
-  del worker_index, worker_count
-
-
 def _per_example(examples, settings):
   converted = []
   for example in examples:
@@ -153,8 +151,8 @@ def _per_example(examples, settings):
 
 
 def main(argv):
-  FLAGS(argv)  # called by jaxcar.bench.__main__ (or a test) rather than app.run
-  data_config = config_flags.load("base").data
+  FLAGS(argv)  # called by benchmarks.__main__ (or a test) rather than app.run
+  data_config = base.get_config().data
   data_config.source = FLAGS.source or str(paths.require_shared("data/train", FLAGS.shared))
   data_config.color = FLAGS.color
   data_config.patch_size = FLAGS.patch_size
@@ -162,8 +160,6 @@ def main(argv):
   data_config.quantization_maps = FLAGS.quantization_maps
   data_config.value_range = "minus_one_one"
   data_config.global_size = FLAGS.global_size
-  if not FLAGS.keep_freed_memory:
-    pipeline.keep_freed_memory = _glibc_defaults
   rows = []
   for workers in [int(w) for w in FLAGS.workers]:
     rate, cpu_rate = measure(data_config, workers)
@@ -180,15 +176,20 @@ def main(argv):
         f"| {name} | {cost:.0f} |" for name, cost in stage_costs(data_config))
   print(table)
   if FLAGS.record:
-    with open("BUILD_NOTES.md", "a") as notes:
-      notes.write("\n" + table + "\n")
+    common.save("input", table + "\n", {"command": format_command(), "table": table, "rows": [
+        {"workers": workers, "patches_per_second": rate, "patches_per_cpu_second": cpu_rate}
+        for workers, rate, cpu_rate in rows]})
 
 
-def format_table(rows) -> str:
-  command = "python -m jaxcar.bench input " + " ".join(
+def format_command() -> str:
+  return "python -m benchmarks input " + " ".join(
       f"--{name}={FLAGS[name].value}" for name in ("patch_size", "color", "quantization_maps", "global_size",
                                                    "batch_size", "seconds", "keep_freed_memory", "stages",
                                                    "train_config", "train_steps"))
+
+
+def format_table(rows) -> str:
+  command = format_command()
   base_rate = rows[0][1] if rows and rows[0][0] == 0 else None
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   machine = platform.processor() or platform.machine()

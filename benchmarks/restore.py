@@ -1,4 +1,4 @@
-"""`python -m jaxcar.bench restore`: megapixels/s and peak memory of whole-image restoration vs PyTorch.
+"""`python -m benchmarks restore`: megapixels/s and peak memory of whole-image restoration vs PyTorch.
 
 JAX side: `jaxcar.inference` as `jaxcar.restore` runs it: `predict` (one jitted pass, padded to the
 size bucket) for images up to `--max_whole_pixels`, `predict_tiled` above that. PyTorch side: the
@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from absl import flags
 
-from jaxcar import inference, models
-from jaxcar.bench import common, torch_models
+from benchmarks import common, torch_twins
+from jaxcar import models, predict
+from jaxcar.ops import conv
 
 FLAGS = flags.FlagValues()  # own flag set: several benchmarks can be imported in one process
 flags.DEFINE_list("models", ["arcnn", "dacar3"], "networks to time", flag_values=FLAGS)
@@ -27,7 +28,9 @@ flags.DEFINE_integer("tile", 1024, "tile side for large images", flag_values=FLA
 flags.DEFINE_integer("overlap", 32, "context pixels around each tile", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 3, "timed rounds (median reported)", flag_values=FLAGS)
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: one per core)", flag_values=FLAGS)
-flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md", flag_values=FLAGS)
+flags.DEFINE_enum("cpu_conv", "auto", conv.CHOICES, "JAX's CPU convolutions (jaxcar.ops.conv.set_backend)",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("record", False, "write the table to benchmarks/results/restore.md", flag_values=FLAGS)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -39,7 +42,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 class TorchPredictor:
-  """Same call signature as `inference.Predictor`: an (H, W, C) float32 image -> (H, W, C_out) numpy."""
+  """Same call signature as `predict.Predictor`: an (H, W, C) float32 image -> (H, W, C_out) numpy."""
 
   def __init__(self, net, dtype: str):
     self.net, self.autocast = net.to(memory_format=torch.channels_last).eval(), dtype == "bfloat16"
@@ -54,8 +57,8 @@ class TorchPredictor:
 def restore_function(predictor, height: int, width: int):
   """How `jaxcar.restore` would run an image of this size with `predictor`."""
   if height * width <= FLAGS.max_whole_pixels:
-    return lambda image: inference.predict(predictor, image)
-  return lambda image: inference.predict_tiled(predictor, image, tile=FLAGS.tile, overlap=FLAGS.overlap)
+    return lambda image: predict.predict(predictor, image)
+  return lambda image: predict.predict_tiled(predictor, image, tile=FLAGS.tile, overlap=FLAGS.overlap)
 
 
 def measure(name: str, dtype: str, height: int, width: int) -> list:
@@ -63,12 +66,12 @@ def measure(name: str, dtype: str, height: int, width: int) -> list:
   options = {k: v for k, v in {"color": FLAGS.color, "num_blocks": FLAGS.num_blocks, "dtype": dtype}.items()
              if k in accepted}
   model = models.create(name, **options)
-  channels = models.input_channels(model)
+  channels = model.input_channels
   image = np.random.default_rng(0).random((height, width, channels), np.float32)
   params = models.init(model, jax.random.key(0))["params"]
-  runs = {"jax": restore_function(inference.Predictor(model, params), height, width)}
-  if name in torch_models.FACTORIES:
-    runs["torch"] = restore_function(TorchPredictor(torch_models.create(name, **options), dtype), height, width)
+  runs = {"jax": restore_function(predict.Predictor(model, params), height, width)}
+  if name in torch_twins.FACTORIES:
+    runs["torch"] = restore_function(TorchPredictor(torch_twins.create(name, **options), dtype), height, width)
   for run in runs.values():  # compile outside the timing, on one tile-sized piece for tiled images
     run(image[:min(height, FLAGS.tile), :min(width, FLAGS.tile)])
   memory = {k: 0 for k in runs}
@@ -97,11 +100,12 @@ def main(argv):
   # glibc's malloc defaults on purpose, unlike `jaxcar.restore` (host_memory): peak memory is read as
   # resident-set growth, which memory kept from an earlier call would hide.
   FLAGS(argv)
+  conv.set_backend(FLAGS.cpu_conv)
   torch.set_num_threads(FLAGS.torch_threads or common.cpu_count())
   sizes = [parse_size(s) for s in FLAGS.sizes]
   rows = [measure(name, dtype, h, w) for dtype in FLAGS.dtypes for name in FLAGS.models for h, w in sizes]
   headers = ["network", "dtype", "image", "JAX MP/s", "JAX peak MiB", "PyTorch MP/s", "PyTorch peak MiB",
              "JAX / PyTorch (middle half of rounds)"]
-  common.report(f"Restore, median of {FLAGS.repeats} interleaved rounds; tiles of {FLAGS.tile} (overlap "
+  common.report("restore", f"Restore, median of {FLAGS.repeats} interleaved rounds; tiles of {FLAGS.tile} (overlap "
                 f"{FLAGS.overlap}) above {FLAGS.max_whole_pixels / 1e6:g} MP",
-                common.markdown_table(headers, rows), FLAGS.record)
+                common.markdown_table(headers, rows), FLAGS.record, {"headers": headers, "rows": rows})

@@ -1,9 +1,9 @@
-"""`python -m jaxcar.bench step`: train-step patches/s of jaxcar's real step against an eager PyTorch step.
+"""`python -m benchmarks step`: train-step patches/s of jaxcar's real step against an eager PyTorch step.
 
 JAX side: `jaxcar.training.steps.make_train_step` (the step training runs: jitted, sharded over every
 local device, state donated) with Adam and an MSE loss, its convolutions as `jaxcar.ops.conv` picks them
-(oneDNN custom calls on one CPU device; `JAXCAR_CPU_CONV=xla` times XLA's own). PyTorch side: the equivalent network from
-`jaxcar.bench.torch_models`, channels-last, Adam, MSE, eager, `autocast(bfloat16)` for the bfloat16 rows (float32
+(oneDNN custom calls on one CPU device; `--cpu_conv=xla` times XLA's own). PyTorch side: the equivalent network from
+`benchmarks.torch_twins`, channels-last, Adam, MSE, eager, `autocast(bfloat16)` for the bfloat16 rows (float32
 parameters, bf16 compute: the same split as a jaxcar model with `dtype="bfloat16"`). Both run the same
 shapes in alternating rounds; the ratio is JAX speed over PyTorch speed, the median of the per-round
 ratios, with the middle half of the rounds in brackets.
@@ -13,8 +13,6 @@ to both frameworks; MFU is that rate over the best square-matmul rate of either 
 the matmuls timed in the same rounds as the steps.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,8 +20,9 @@ import optax
 import torch
 from absl import flags
 
-from jaxcar import host_memory, models
-from jaxcar.bench import common, torch_models
+from benchmarks import common, torch_twins
+from jaxcar import models
+from jaxcar.ops import conv, host_memory
 from jaxcar.training import losses, steps
 
 FLAGS = flags.FlagValues()  # own flag set: several benchmarks can be imported in one process
@@ -36,7 +35,9 @@ flags.DEFINE_integer("patch_size", 64, "patch side", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 15, "timed rounds (medians reported)", flag_values=FLAGS)
 flags.DEFINE_integer("peak_size", 2048, "side of the square matmul that measures the peak", flag_values=FLAGS)
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: one per core)", flag_values=FLAGS)
-flags.DEFINE_bool("record", False, "append the table to BUILD_NOTES.md", flag_values=FLAGS)
+flags.DEFINE_enum("cpu_conv", "auto", conv.CHOICES, "JAX's CPU convolutions (jaxcar.ops.conv.set_backend)",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("record", False, "write the table to benchmarks/results/step.md", flag_values=FLAGS)
 
 
 def model_options(name: str, dtype: str) -> dict:
@@ -78,15 +79,8 @@ class JaxStep:
 
 def _xla_flops(model, tx, mesh, state, batch) -> float:
   """XLA's FLOP count of the step compiled with its own convolutions (it cannot see into custom calls)."""
-  previous = os.environ.get("JAXCAR_CPU_CONV")
-  os.environ["JAXCAR_CPU_CONV"] = "xla"
-  try:
+  with conv.xla_only():  # traced (lowered) inside the block
     compiled = steps.make_train_step(model, tx, losses.mse, mesh).lower(state, batch).compile()
-  finally:
-    if previous is None:
-      del os.environ["JAXCAR_CPU_CONV"]
-    else:
-      os.environ["JAXCAR_CPU_CONV"] = previous
   return float(_cost(compiled).get("flops", 0.0))
 
 
@@ -101,7 +95,7 @@ class TorchStep:
   activations, 1.26x (f32) to 1.58x (bf16) slower for qcn-16 here (BUILD_NOTES.md)."""
 
   def __init__(self, name: str, options: dict, batch: dict, dtype: str):
-    self.net = torch_models.create(name, **options).to(memory_format=torch.channels_last)
+    self.net = torch_twins.create(name, **options).to(memory_format=torch.channels_last)
     self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-4)
     channels_last = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     self.inputs, self.targets = channels_last(batch["inputs"]), channels_last(batch["targets"])
@@ -126,7 +120,7 @@ def measure(name: str, dtype: str) -> tuple[list, float]:
   model = models.create(name, **options)
   batch = random_batch(model, FLAGS.batch_size, FLAGS.patch_size)
   contenders = {"jax": JaxStep(model, batch)}
-  if name in torch_models.FACTORIES:
+  if name in torch_twins.FACTORIES:
     contenders["torch"] = TorchStep(name, options, batch, dtype)
   matmuls, matmul_flops = common.matmul_calls(dtype, FLAGS.peak_size)
   rounds = common.interleaved_rounds({**contenders, **matmuls}, FLAGS.repeats, warmup=2)
@@ -149,6 +143,7 @@ def measure(name: str, dtype: str) -> tuple[list, float]:
 def main(argv):
   host_memory.for_jax_on_cpu()  # as training does; PyTorch's allocations share the setting
   FLAGS(argv)
+  conv.set_backend(FLAGS.cpu_conv)
   if FLAGS.batch_size % jax.device_count():
     raise SystemExit(f"--batch_size={FLAGS.batch_size} must be a multiple of the {jax.device_count()} devices")
   torch.set_num_threads(FLAGS.torch_threads or common.cpu_count())
@@ -162,6 +157,7 @@ def main(argv):
   headers = ["network", "dtype", "JAX patches/s", "JAX GFLOP/s", "JAX MFU", "PyTorch patches/s",
              "PyTorch GFLOP/s", "PyTorch MFU", "JAX / PyTorch (middle half of rounds)"]
   peak_text = ", ".join(f"{d} {p:.0f} GFLOP/s" for d, p in peaks.items())
-  common.report(f"Train step, batch {FLAGS.batch_size} of {FLAGS.patch_size}x{FLAGS.patch_size}, median of "
+  common.report("step", f"Train step, batch {FLAGS.batch_size} of {FLAGS.patch_size}x{FLAGS.patch_size}, median of "
                 f"{FLAGS.repeats} interleaved rounds; best matmul peak {peak_text}",
-                common.markdown_table(headers, rows), FLAGS.record)
+                common.markdown_table(headers, rows), FLAGS.record,
+                {"headers": headers, "rows": rows, "matmul_peak_gflops": peaks})

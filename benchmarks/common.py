@@ -7,6 +7,7 @@ ratio far steadier than either absolute number.
 """
 
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -18,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-NOTES = Path(__file__).resolve().parents[2] / "BUILD_NOTES.md"
+RESULTS = Path(__file__).resolve().parent / "results"  # --record: NAME.md (and NAME.json), the latest run
 
 
 def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
@@ -149,16 +150,30 @@ def machine() -> str:
 def command_line() -> str:
   """The command that produced a result, as a user would retype it."""
   if Path(sys.argv[0]).name == "__main__.py":
-    return "python -m jaxcar.bench " + shlex.join(sys.argv[1:])
+    return "python -m benchmarks " + shlex.join(sys.argv[1:])
   return shlex.join(sys.argv)
 
 
-def report(title: str, table: str, record: bool, notes: Path = NOTES) -> str:
-  """Prints the table with its provenance; with `record`, appends the same text to BUILD_NOTES.md."""
+def report(name: str, title: str, table: str, record: bool, raw: dict | None = None,
+           results: Path = RESULTS) -> str:
+  """Prints the table with its provenance; with `record`, writes the same text to results/NAME.md and
+  `raw` (the numbers behind the table, with the same provenance) to results/NAME.json."""
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  text = f"\n#### {title} ({stamp})\n\n`{command_line()}` on {machine()}\n\n{table}\n"
+  command, described = command_line(), machine()
+  text = f"\n#### {title} ({stamp})\n\n`{command}` on {described}\n\n{table}\n"
   print(text, flush=True)
   if record:
-    with open(notes, "a") as handle:
-      handle.write(text)
+    save(name, text, {"title": title, "utc": stamp, "command": command, "machine": described, **(raw or {})},
+         results)
   return text
+
+
+def save(name: str, text: str, raw: dict | None = None, results: Path = RESULTS) -> Path:
+  """Writes `text` to results/NAME.md, replacing the previous result, and `raw`, if given, to NAME.json."""
+  results.mkdir(parents=True, exist_ok=True)
+  path = results / f"{name}.md"
+  path.write_text(text.lstrip("\n"))
+  if raw is not None:
+    path.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
+  print(f"recorded in {path}", flush=True)
+  return path

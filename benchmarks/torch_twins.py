@@ -1,16 +1,43 @@
-"""Independent PyTorch versions of the PyTorch-origin networks, written from spec/architectures.md
-(§4 QCN/QGCN/EDSR, §5 Image Restorer, §6 ARCNN) and torchvision's VGG19 layout, not from the Flax code.
+"""Independent PyTorch versions of the PyTorch-origin networks, written from the official code
+(VDIGPKU/QGCN nets/qmar.py, qmarg.py, edsr.py, arcnn.py; TsengMJ/Image_Compressor Src/Model.py) and
+torchvision's VGG19 layout, not from the Flax code; and DACAR3/4/5's plain conv stacks
+(Fatma-ALbluwi/DACAR-SACAR-models).
 
 Attribute names reproduce the official state_dict keys, so `state_dict()` here is what the original
-repositories save. Parity tests convert their weights to Flax; benchmarks reuse them as the PyTorch
-side of speed comparisons, so each takes the same options as `jaxcar.models.create`.
+repositories save. Parity tests (tests/, through tests/optional.py) convert their weights to Flax;
+benchmarks reuse them as the PyTorch side of speed comparisons (`create`), so each takes the same
+options as `jaxcar.models.create`.
 """
+
+import functools
 
 import torch
 from torch import nn
 
 COLOR_CHANNELS = {"rgb": 3, "grey": 1}
 QUANTIZATION_MAP_CHANNELS = {3: 2, 1: 1}
+
+
+DACAR_LAYERS = {  # DACAR_train.py: (kernel, features) of each 'same' conv
+    "dacar3": ((9, 64), (7, 32), (5, 1)),
+    "dacar4": ((9, 64), (3, 32), (3, 32), (5, 1)),
+    "dacar5": ((9, 32), (5, 32), (5, 32), (5, 32), (5, 1)),
+}
+
+
+class DACAR(nn.Sequential):
+  """DACAR3/4/5 (`DACAR_train.py`): one grey channel in and out, LeakyReLU(0.3) between the convs (the
+  Keras training activation) or ReLU (`activation="relu"`, as the MatConvNet test code runs them)."""
+
+  def __init__(self, variant="dacar3", activation="leaky_relu"):
+    layers, width = [], 1
+    spec = DACAR_LAYERS[variant]
+    for i, (kernel, features) in enumerate(spec):
+      layers.append(nn.Conv2d(width, features, kernel, padding=kernel // 2))
+      if i < len(spec) - 1:
+        layers.append(nn.LeakyReLU(0.3) if activation == "leaky_relu" else nn.ReLU())
+      width = features
+    super().__init__(*layers)
 
 
 class ARCNN(nn.Module):
@@ -174,3 +201,17 @@ class VGG19Features(nn.Module):
 
   def forward(self, x):
     return self.features(x)
+
+
+# The single-input networks the benchmarks time against PyTorch, by `jaxcar.models` name.
+FACTORIES = {"arcnn": ARCNN, "dacar3": functools.partial(DACAR, "dacar3"),
+             "dacar4": functools.partial(DACAR, "dacar4"), "dacar5": functools.partial(DACAR, "dacar5"),
+             "qcn": QCN, "edsr": EDSR}
+
+
+def create(name: str, **options) -> nn.Module:
+  """The twin of `jaxcar.models.create(name, **options)` with torch's own initialisation (benchmarks
+  compare speed only); `dtype` is ignored: a benchmark applies autocast instead, as a PyTorch user would."""
+  if name not in FACTORIES:
+    raise ValueError(f"no PyTorch equivalent of {name!r} for benchmarking; available: {sorted(FACTORIES)}")
+  return FACTORIES[name](**{k: v for k, v in options.items() if k != "dtype"})

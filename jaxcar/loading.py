@@ -1,0 +1,88 @@
+"""A trained network ready to restore decoded JPEGs: its parameters and the data settings it was trained
+with, from a pretrained model shipped with jaxcar (`jaxcar.zoo`), a training workdir or a weights file."""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import ml_collections
+import numpy as np
+
+from jaxcar import convert, models, predict, zoo
+from jaxcar.data import consistency, prepare
+
+MANIFEST_SUFFIX = ".json"  # an export `x.safetensors` is described by `x.safetensors.json`
+
+
+def manifest_path(weights) -> Path:
+  return Path(str(weights) + MANIFEST_SUFFIX)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  """A network with the data settings it was trained with (`config.data`)."""
+  config: ml_collections.ConfigDict
+  predictor: predict.Predictor
+  source: str
+
+  @property
+  def color(self) -> str:
+    return self.config.data.color
+
+  def inputs(self, decoded: np.ndarray, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(inputs, global_inputs or None) for a decoded uint8 (H, W, C) JPEG and its tables."""
+    prepared = prepare.model_inputs(decoded, tables, self.config.data)
+    return prepared["inputs"], prepared.get("global_inputs")
+
+  def restore(self, decoded: np.ndarray, tables: np.ndarray, plan: predict.Plan = predict.Plan(),
+              progress: Callable[[], None] | None = None) -> np.ndarray:
+    """The restored uint8 image (the network's channels) of a decoded JPEG and its tables."""
+    output = predict.run(self.predictor, *self.inputs(decoded, tables), plan, progress)
+    return self.finish(output, decoded, tables)
+
+  def finish(self, output: np.ndarray, decoded: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """The restored uint8 image for a decoded JPEG; with `data.jpeg_consistency` (grey models) first
+    projected onto the JPEG's quantization intervals (`jaxcar.data.consistency`)."""
+    value_range = self.config.data.value_range
+    if not (self.config.data.get("jpeg_consistency") and output.shape[-1] == 1):
+      return prepare.to_uint8(output, value_range)
+    pixels = np.clip(prepare.from_model_range(np.asarray(output, np.float64), value_range), 0.0, 1.0)
+    projected = consistency.project(pixels * 255.0, decoded, tables[0])
+    return np.round(np.clip(projected, 0.0, 255.0)).astype(np.uint8)
+
+
+def load_model(config: ml_collections.ConfigDict | None = None, weights=None, workdir=None,
+               pretrained: str | None = None) -> LoadedModel:
+  """From a pretrained model shipped with jaxcar (`jaxcar.zoo`), a training workdir (latest checkpoint)
+  or a weights file (.h5, .pth, .safetensors, .npz).
+
+  Without `config`, a workdir's own config.json or the export manifest beside `weights` is used.
+  """
+  if sum(source is not None for source in (weights, workdir, pretrained)) != 1:
+    raise ValueError("give exactly one of --model (a pretrained name: python -m jaxcar.zoo), --weights "
+                     "(a weights file) or --workdir (a training run)")
+  if pretrained is not None:
+    if config is not None:
+      raise ValueError("--model brings its own config; drop --config")
+    shipped = zoo.load(pretrained)
+    return LoadedModel(shipped.config, predict.Predictor(models.from_config(shipped.config), shipped.params),
+                       f"jaxcar.zoo:{shipped.name}")
+  if workdir is not None:
+    from jaxcar.training import checkpoint  # Orbax is only needed for this path
+    config = config if config is not None else checkpoint.read_config(workdir)
+    params = checkpoint.load_params(workdir, config)
+    source = str(workdir)
+  else:
+    config = config if config is not None else _manifest_config(weights)
+    params = convert.load_params(weights, config.model.name, models.from_config(config))
+    source = str(weights)
+  return LoadedModel(config, predict.Predictor(models.from_config(config), params), source)
+
+
+def _manifest_config(weights) -> ml_collections.ConfigDict:
+  path = manifest_path(weights)
+  if not path.is_file():
+    raise FileNotFoundError(f"{weights} has no manifest ({path.name}); pass --config=NAME to say which network "
+                            f"and data settings it belongs to")
+  return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
