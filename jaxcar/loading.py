@@ -72,6 +72,7 @@ def load_model(config: ml_collections.ConfigDict | None = None, weights=None, wo
     from jaxcar.training import checkpoint  # Orbax is only needed for this path
     config = config if config is not None else checkpoint.read_config(workdir)
     params = checkpoint.load_params(workdir, config)
+    convert.check_finite(params, f"{workdir} (latest checkpoint)")  # a diverged run must not restore to black
     source = str(workdir)
   else:
     config = config if config is not None else _manifest_config(weights)

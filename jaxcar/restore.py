@@ -6,17 +6,17 @@
 
 Each file's own quantization tables drive QCN/QGCN (no quality flag); a network trained for some
 qualities warns when a file's estimated quality is outside that range. Pixels are restored in the
-stored orientation (where the 8x8 JPEG grid lies) and the file's EXIF (orientation included) and ICC
-profile are copied to the output. A grey network restores a colour file's luma and keeps its chroma; a
-colour network given a grey file restores it as RGB and writes grey back. Images above --max_pixels
-run in overlapping tiles, so memory stays bounded. Unreadable or non-JPEG files are reported and
-skipped; the others are restored.
+stored orientation (where the 8x8 JPEG grid lies) and the file's EXIF (orientation included), DPI,
+XMP and ICC profile (when it still describes the output's colours) are copied to the output. A grey
+network restores the luma plane a colour file stores and keeps its chroma; a colour network given a
+grey file restores it as RGB and writes grey back. Images above --max_pixels run in overlapping tiles,
+so memory stays bounded. Unreadable, non-JPEG, oversized (--max_image_pixels) or implausible files
+(far fewer bytes than their declared size needs) are reported and skipped; the others are restored.
 """
 
 import collections
 import dataclasses
 import functools
-import io
 from pathlib import Path
 
 from absl import flags, logging
@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from jaxcar import cli, loading, predict, zoo
-from jaxcar.data import jpeg
+from jaxcar.data import jpeg, jpeg_file
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 OUTPUT_FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
@@ -43,6 +43,7 @@ class Settings:
   bucket: int = predict.DEFAULT_BUCKET
   self_ensemble: bool = False
   overwrite: bool = False
+  max_image_pixels: int = jpeg_file.DEFAULT_MAX_PIXELS  # larger files are skipped (decompression bombs)
 
   def plan(self) -> predict.Plan:
     return predict.Plan(bucket=self.bucket, self_ensemble=self.self_ensemble, max_pixels=self.max_pixels,
@@ -113,9 +114,9 @@ def restore_array(loaded: loading.LoadedModel, decoded: np.ndarray, tables: np.n
     return loaded.restore(decoded, tables, settings.plan(), bar.update)
 
 
-def restore_image(loaded: loading.LoadedModel, image: Image.Image, tables: np.ndarray,
-                  settings: Settings) -> Image.Image:
+def restore_image(loaded: loading.LoadedModel, file: jpeg_file.JpegFile, settings: Settings) -> Image.Image:
   """A restored PIL image in the file's own colour mode (stored orientation)."""
+  image, tables = file.image, file.tables
   model_grey = loaded.color == "grey"
   if image.mode == "L":
     pixels = np.asarray(image)[..., None]
@@ -123,35 +124,12 @@ def restore_image(loaded: loading.LoadedModel, image: Image.Image, tables: np.nd
       return Image.fromarray(restore_array(loaded, pixels, tables, settings)[..., 0])
     restored = restore_array(loaded, np.repeat(pixels, 3, axis=-1), tables, settings)
     return Image.fromarray(restored).convert("L")
-  if model_grey:  # restore the luma plane the JPEG stored; keep its chroma
-    luma, blue, red = image.convert("YCbCr").split()
-    restored = restore_array(loaded, np.asarray(luma)[..., None], tables, settings)[..., 0]
+  if model_grey:  # restore the luma plane the JPEG stored (not one recomputed from clipped RGB); keep its chroma
+    _, blue, red = image.convert("YCbCr").split()
+    luma = file.luma if file.luma is not None else np.asarray(image.convert("YCbCr"))[..., 0]
+    restored = restore_array(loaded, luma[..., None], tables, settings)[..., 0]
     return Image.merge("YCbCr", (Image.fromarray(restored), blue, red)).convert("RGB")
   return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings))
-
-
-def read_jpeg(path: Path) -> tuple[Image.Image, np.ndarray, dict]:
-  """(decoded image, quantization tables, metadata to carry over); ValueError for non-JPEG or corrupt files."""
-  data = path.read_bytes()
-  tables = jpeg.quantization_tables(data)  # raises for anything that is not a JPEG
-  try:
-    with Image.open(io.BytesIO(data)) as opened:
-      opened.load()
-      image = opened if opened.mode in ("L", "RGB") else opened.convert("RGB")
-      metadata = {key: opened.info[key] for key in ("exif", "icc_profile") if opened.info.get(key)}
-  except (OSError, SyntaxError, Image.DecompressionBombError) as error:
-    raise ValueError(f"cannot be decoded ({error})") from None
-  return image, tables, metadata
-
-
-def save(image: Image.Image, path: Path, metadata: dict, settings: Settings) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  options = dict(metadata)
-  if settings.output_format == "jpeg":
-    options.update(quality=settings.output_quality, subsampling=0)  # 4:4:4: no chroma loss on top
-  elif settings.output_format == "webp":
-    options.update(quality=settings.output_quality)
-  image.save(path, format=settings.output_format.upper(), **options)
 
 
 class ModelByColor:
@@ -181,13 +159,14 @@ def restore_files(model_for, inputs: list[str], output_dir: Path, settings: Sett
       skipped[str(source)] = f"{target} exists (pass --overwrite to replace it)"
       continue
     try:
-      image, tables, metadata = read_jpeg(source)
+      file = jpeg_file.read(source, settings.max_image_pixels)
     except (OSError, ValueError) as error:
-      skipped[str(source)] = f"not a readable JPEG: {error}"
+      skipped[str(source)] = f"not restored: {error}"
       continue
-    loaded = model_for(image)
-    warn_if_unfamiliar(loaded, tables, source.name)
-    save(restore_image(loaded, image, tables, settings), target, metadata, settings)
+    loaded = model_for(file.image)
+    warn_if_unfamiliar(loaded, file.tables, source.name)
+    restored_image = restore_image(loaded, file, settings)
+    jpeg_file.save(restored_image, target, file.metadata, settings.output_format, settings.output_quality)
     restored.append(str(target))
   for source, reason in skipped.items():
     logging.warning("skipped %s: %s", source, reason)
@@ -199,7 +178,8 @@ def main(argv):
     raise cli.UsageError("give one or more JPEG files or folders: python -m jaxcar.restore INPUT... --output DIR")
   settings = Settings(output_format=FLAGS.format, output_quality=FLAGS.output_quality, max_pixels=FLAGS.max_pixels,
                       tile=FLAGS.tile, tile_overlap=FLAGS.tile_overlap, bucket=FLAGS.bucket,
-                      self_ensemble=FLAGS.self_ensemble, overwrite=FLAGS.overwrite)
+                      self_ensemble=FLAGS.self_ensemble, overwrite=FLAGS.overwrite,
+                      max_image_pixels=FLAGS.max_image_pixels)
   named = any(FLAGS[name].present for name in ("config", "weights", "workdir", "model"))
   model_for = cli.load_model_from_flags() if named else ModelByColor()
   result = restore_files(model_for, argv[1:], Path(FLAGS.output), settings)
@@ -212,12 +192,17 @@ def define_flags() -> None:
   cli.define_model_flags()
   flags.DEFINE_string("output", None, "Folder for the restored images.")
   flags.DEFINE_enum("format", "png", list(OUTPUT_FORMATS), "Output format: lossless PNG, or high-quality JPEG/WebP.")
-  flags.DEFINE_integer("output_quality", 95, "Quality of JPEG/WebP outputs.")
-  flags.DEFINE_integer("max_pixels", Settings.max_pixels, "Larger images are restored in overlapping tiles.")
-  flags.DEFINE_integer("tile", Settings.tile, "Tile side in pixels.")
+  flags.DEFINE_integer("output_quality", 95, "Quality of JPEG/WebP outputs (1-100).", lower_bound=1, upper_bound=100)
+  flags.DEFINE_integer("max_pixels", Settings.max_pixels, "Larger images are restored in overlapping tiles.",
+                       lower_bound=1)
+  flags.DEFINE_integer("max_image_pixels", Settings.max_image_pixels, "Files declaring more pixels are skipped "
+                       "(decompression bombs); raise it for genuinely huge photos.", lower_bound=1)
+  flags.DEFINE_integer("tile", Settings.tile, "Tile side in pixels.", lower_bound=16)
   flags.DEFINE_integer("tile_overlap", Settings.tile_overlap,
-                       "Context pixels on each inner tile side; at least the receptive radius makes tiling exact.")
-  flags.DEFINE_integer("bucket", predict.DEFAULT_BUCKET, "Pad whole images to a multiple of this (fewer compiles).")
+                       "Context pixels on each inner tile side; at least the receptive radius makes tiling exact.",
+                       lower_bound=0)
+  flags.DEFINE_integer("bucket", predict.DEFAULT_BUCKET, "Pad whole images to a multiple of this (fewer compiles; "
+                       "0 = none).", lower_bound=0)
   flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/rotations (whole images only; x8 slower).")
   flags.DEFINE_bool("overwrite", False, "Replace existing outputs, including an input file itself.")
   flags.mark_flag_as_required("output")

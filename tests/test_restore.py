@@ -11,7 +11,7 @@ from PIL import Image, ImageCms
 
 from jaxcar.configs import base
 from jaxcar import loading, models, predict, restore
-from jaxcar.data import jpeg
+from jaxcar.data import jpeg, jpeg_file
 
 ORIENTATION = 0x0112
 
@@ -62,10 +62,9 @@ def test_tiled_equals_whole_image(name, color, overlap):
 
 def test_restore_tiles_above_the_pixel_budget(grey_model, tmp_path):
   pixels = _photo(64, 88)[..., 0]
-  image = Image.open(_write_jpeg(tmp_path / "a.jpg", pixels))
-  tables = jpeg.quantization_tables((tmp_path / "a.jpg").read_bytes())
-  whole = restore.restore_image(grey_model, image, tables, restore.Settings(bucket=0))
-  tiled = restore.restore_image(grey_model, image, tables, restore.Settings(max_pixels=1000, tile=32, tile_overlap=12))
+  file = jpeg_file.read(_write_jpeg(tmp_path / "a.jpg", pixels))
+  whole = restore.restore_image(grey_model, file, restore.Settings(bucket=0))
+  tiled = restore.restore_image(grey_model, file, restore.Settings(max_pixels=1000, tile=32, tile_overlap=12))
   np.testing.assert_array_equal(np.asarray(tiled), np.asarray(whole))
 
 

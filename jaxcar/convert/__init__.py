@@ -16,8 +16,8 @@ import numpy as np
 
 from jaxcar import models
 from jaxcar.convert import keras, pytorch
-from jaxcar.convert.tree import (ConversionError, Path_, as_params, check_shapes, expected_shapes, flatten,
-                                 unflatten)
+from jaxcar.convert.tree import (ConversionError, Path_, as_params, check_finite, check_shapes, expected_shapes,
+                                 flatten, unflatten)
 
 READERS = {".h5": "keras", ".hdf5": "keras", ".pth": "pytorch", ".pt": "pytorch", ".safetensors": "pytorch",
            ".npz": "npz"}

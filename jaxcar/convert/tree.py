@@ -71,7 +71,13 @@ def as_params(found: dict[Path_, np.ndarray], expected: dict[Path_, tuple], sour
   """The exact Flax tree (float32 numpy leaves) in the model's order; refuses NaN or Inf values, which
   would otherwise restore every image to black without an error."""
   params = {path: np.asarray(found[path], np.float32) for path in expected}
-  damaged = ["/".join(path) for path, value in params.items() if not np.isfinite(value).all()]
+  check_finite(params, source)
+  return unflatten(params)
+
+
+def check_finite(params, source: str = "weights") -> None:
+  """ConversionError naming the first parameters with NaN or Inf (a flat {path: array} or a nested tree)."""
+  flat = params if all(isinstance(path, tuple) for path in params) else flatten(params)
+  damaged = ["/".join(path) for path, value in flat.items() if not np.isfinite(np.asarray(value)).all()]
   if damaged:
     raise ConversionError(f"{source}: non-finite (NaN or Inf) values in {damaged[:3]}; the weights are damaged")
-  return unflatten(params)

@@ -20,6 +20,7 @@ ZIGZAG = np.array([
     31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63])
 
 _DQT, _SOS, _SOI = 0xDB, 0xDA, 0xD8
+_FRAME_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # SOFn
 _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length field
 
 
@@ -95,8 +96,18 @@ def quantization_tables(data: bytes) -> np.ndarray:
   return np.stack([tables[key] for key in sorted(tables)])
 
 
-def _segments_before_scan(data: bytes):
-  """Yields the payload of each DQT segment up to the first scan."""
+def declared_size(data: bytes) -> tuple[int, int]:
+  """(height, width) the frame header declares, read without decoding anything."""
+  for marker, payload in _segments_before_scan(data, _FRAME_MARKERS):
+    if len(payload) < 5:
+      raise ValueError("truncated frame header")
+    return int.from_bytes(payload[1:3], "big"), int.from_bytes(payload[3:5], "big")
+  raise ValueError("corrupt JPEG: no frame header before the first scan")
+
+
+def _segments_before_scan(data: bytes, markers=None):
+  """Yields the payload of each DQT segment (or, with `markers`, (marker, payload) of each segment
+  whose marker is one of them) up to the first scan."""
   if data[:2] != b"\xff\xd8":
     raise ValueError("not a JPEG file (no start-of-image marker)")
   position = 2
@@ -111,8 +122,10 @@ def _segments_before_scan(data: bytes):
       position += 2
       continue
     length = int.from_bytes(data[position + 2:position + 4], "big")
-    if marker == _DQT:
+    if markers is None and marker == _DQT:
       yield data[position + 4:position + 2 + length]
+    elif markers is not None and marker in markers:
+      yield marker, data[position + 4:position + 2 + length]
     if marker == _SOS:
       return
     position += 2 + length
