@@ -312,10 +312,8 @@ def test_unwritable_cache_says_what_to_do(tmp_path):
 
 
 def test_library_is_cached_in_its_own_folder_under_the_one_cache_root(monkeypatch, tmp_path):
-  monkeypatch.setattr(native, "_onednn_prefix", lambda: tmp_path)
-  monkeypatch.setattr(native, "_compile", lambda prefix, library: None)
   monkeypatch.setenv("JAXCAR_CACHE", str(tmp_path / "root"))
-  library = native._built_library()  # pylint: disable=protected-access
+  library = native._library_path(tmp_path)  # pylint: disable=protected-access
   assert library.parent.parent == tmp_path / "root" and library.parent.name.startswith("ops-")
 
 

@@ -4,6 +4,12 @@ Decoding a 481x321 PNG costs ~7 ms; cutting a patch and a JPEG round trip cost ~
 one flat uint8 file plus a JSON index, named by a fingerprint of the source (every path, size and
 mtime) and the colour mode: changing, adding or removing a file gives a new name, so a stale cache is
 never read. Workers map the same file, so the page cache holds one copy for all of them.
+
+The index also records each image's SHA-256, checked every time the cache is opened (0.1-0.6 s for
+the 400 BSDS500 images, 185 MB, hashed in threads on 2 cores): bytes changed after the cache was
+written are never served as pixels; the cache is rebuilt instead, with one warning. A builder killed
+midway leaves a `*.partial` file named after its host and pid; the next build removes those whose
+writer is gone.
 """
 
 import concurrent.futures
@@ -11,7 +17,10 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +29,8 @@ from jaxcar import paths as jaxcar_paths
 from jaxcar.data import sources
 
 _FORMAT = 1  # bump when the decoding rules in sources.load_image change
+_STALE_AFTER_S = 3600  # a *.partial not written to for this long has no live writer (any host)
+_PARTIAL_NAME = re.compile(r"\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]*\.partial$")
 
 
 def default_cache_dir() -> Path:
@@ -65,6 +76,13 @@ def decoded_images(source, color: str, cache_dir=None, paths=None) -> DecodedIma
   stem = folder / _fingerprint(paths, color)
   index_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".bin")
   index = _read_index(index_path, data_path)
+  if index is not None:
+    changed = _changed_images(index, data_path)
+    if changed:
+      logging.warning("decoded-image cache %s: %d of %d images differ from the SHA-256 recorded when it "
+                      "was written (first: %s); rebuilding it from the source images",
+                      data_path, len(changed), len(index["paths"]), changed[0])
+      index = None
   if index is None:
     folder.mkdir(parents=True, exist_ok=True)
     _build(paths, color, data_path, index_path)
@@ -78,13 +96,31 @@ def decoded_images(source, color: str, cache_dir=None, paths=None) -> DecodedIma
 
 
 def _read_index(index_path: Path, data_path: Path) -> dict | None:
-  """The index if it and its data file are complete (a crash or a full disk can leave either short)."""
+  """The index if it and its data file are complete (a crash or a full disk can leave either short)
+  and it records the images' digests (an index from before they were recorded is rebuilt)."""
   try:
     index = json.loads(index_path.read_text())
     expected = sum(int(np.prod(shape)) for shape in index["shapes"])
+    if len(index["digests"]) != len(index["paths"]):
+      return None
     return index if data_path.stat().st_size == expected else None
   except (OSError, ValueError, KeyError, TypeError):
     return None
+
+
+def _changed_images(index: dict, data_path: Path) -> list[str]:
+  """The images whose cached bytes no longer match their recorded SHA-256 (hashed in threads:
+  hashlib releases the GIL)."""
+  data = np.memmap(data_path, np.uint8, mode="r") if index["paths"] else np.zeros(0, np.uint8)
+  sizes = [int(np.prod(shape)) for shape in index["shapes"]]
+
+  def matches(i: int) -> bool:
+    offset = index["offsets"][i]
+    return hashlib.sha256(data[offset:offset + sizes[i]]).hexdigest() == index["digests"][i]
+
+  with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+    verdicts = list(pool.map(matches, range(len(sizes))))
+  return [path for path, ok in zip(index["paths"], verdicts) if not ok]
 
 
 def _fingerprint(paths: list[str], color: str) -> str:
@@ -97,19 +133,22 @@ def _fingerprint(paths: list[str], color: str) -> str:
 
 def _build(paths: list[str], color: str, data_path: Path, index_path: Path) -> None:
   """Decodes every file once (threads: Pillow releases the GIL while decoding) and writes atomically."""
+  _remove_stale_partials(data_path.parent)
   logging.info("decoding %d images into %s (once; later runs map it)", len(paths), data_path)
-  index = {"paths": [], "shapes": [], "offsets": [], "skipped": {}}
-  handle, partial = tempfile.mkstemp(dir=data_path.parent, prefix=data_path.name, suffix=".partial")
+  index = {"paths": [], "shapes": [], "offsets": [], "digests": [], "skipped": {}}
+  handle, partial = _make_partial(data_path)
   try:
     with os.fdopen(handle, "wb") as out, concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
       for path, result in zip(paths, pool.map(lambda p: _try_load(p, color), paths)):
         if isinstance(result, str):
           index["skipped"][path] = result
           continue
+        data = np.ascontiguousarray(result).tobytes()
         index["paths"].append(path)
         index["shapes"].append(list(result.shape))
         index["offsets"].append(out.tell())
-        out.write(np.ascontiguousarray(result).tobytes())
+        index["digests"].append(hashlib.sha256(data).hexdigest())
+        out.write(data)
     # Data first, index last, each renamed into place whole: a reader never sees a partial file.
     # Concurrent builders (several hosts on one file system) write identical content; the last rename wins.
     os.replace(partial, data_path)
@@ -120,10 +159,48 @@ def _build(paths: list[str], color: str, data_path: Path, index_path: Path) -> N
 
 
 def _write_atomically(path: Path, text: str) -> None:
-  handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
+  handle, partial = _make_partial(path)
   with os.fdopen(handle, "w") as out:
     out.write(text)
   os.replace(partial, path)
+
+
+def _host() -> str:
+  return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _make_partial(path: Path) -> tuple[int, str]:
+  """A new `<name>.<host>.<pid>.<random>.partial` beside `path`: the name says whose it is, so a later
+  build can tell that its writer is dead."""
+  return tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.{_host()}.{os.getpid()}.", suffix=".partial")
+
+
+def _remove_stale_partials(folder: Path) -> None:
+  """Removes the `*.partial` files of dead builders (killed midway, e.g. `kill -9`): those of this host
+  whose pid no longer runs, and any not written to for an hour (another host's, or an old name)."""
+  removed = []
+  for partial in folder.glob("*.partial"):
+    match = _PARTIAL_NAME.search(partial.name)
+    try:
+      dead = match is not None and match["host"] == _host() and not _running(int(match["pid"]))
+      if dead or time.time() - partial.stat().st_mtime > _STALE_AFTER_S:
+        partial.unlink()
+        removed.append(partial.name)
+    except OSError:  # gone meanwhile (its writer finished, or another builder removed it)
+      continue
+  if removed:
+    logging.warning("removed %d stale partial file(s) left in %s by an interrupted cache build: %s",
+                    len(removed), folder, ", ".join(sorted(removed)))
+
+
+def _running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # someone else's process
+    return True
+  return True
 
 
 def _try_load(path: str, color: str):
