@@ -16,6 +16,7 @@ STEPS_PER_EPOCH = 8156  # 521,984 patches / batch 64 (the shipped optimizer's it
 def get_config(arg=None, name="dacar3", epochs=60):
   config, variants = common.start(arg)
   common.set_model(config, name, activation="leaky_relu")  # Keras training used LeakyReLU(0.3)
+  config.data.source = "bsds500"  # the seed's 400 BSDS500 images (python -m jaxcar.data.fetch bsds500)
   config.data.color = "grey"
   config.data.patch_size = 32
   config.data.quality_range = (10, 10)

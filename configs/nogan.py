@@ -5,9 +5,10 @@ Recipe reproduced (config.yaml + notebook): RGB in [0, 1], JPEG q10 (Pillow, 4:2
 recovered one-dense-block generator and the as-coded discriminator, Adam (0.9, 0.999, eps 1e-7 as
 Keras) at 1e-4: phase 1 generator-only for 1000 epochs of 700 steps, phase 2 discriminator-only for
 250 epochs, phase 3 adversarial for 100 epochs, losses weighted 1:1(:1). Perceptual loss: MSE of VGG19
-conv5_4 features after ReLU (index 35); the weights are a torchvision vgg19 file you give with
---config.nogan.vgg19_weights (normalised the torchvision way; the seed used Keras weights with caffe
-preprocessing, selectable as vgg19_preprocess="keras_caffe").
+conv5_4 features after ReLU (index 35); the weights are torchvision's vgg19 file, by default
+$JAXCAR_SHARED/models/vgg19-dcbb9e9d.pth (`python -m jaxcar.data.fetch vgg19` puts it there), or any
+other with --config.nogan.vgg19_weights (normalised the torchvision way; the seed used Keras weights
+with caffe preprocessing, selectable as vgg19_preprocess="keras_caffe"). Data: DIV2K (`div2k`).
 Not default, but available: the seed's quirks `nogan.fakes="jpeg_inputs"` (its phase-2 loop used the
 JPEG inputs as fakes) and `nogan.adversarial_learning_rate=1e-10` (its phase-3 Adam).
 The batch of 1 runs on one device however many the host has (`num_devices`; a batch cannot be split).
@@ -16,14 +17,17 @@ Variants: `:small` (a CPU run of minutes, perceptual loss off so no VGG file is 
 
 import ml_collections
 
+from jaxcar import paths
 from jaxcar.configs import common
 
 STEPS_PER_EPOCH = 700  # 700 training pairs at batch 1
+VGG19_FILE = "models/vgg19-dcbb9e9d.pth"  # under the shared folder, where jaxcar.data.fetch vgg19 puts it
 
 
 def get_config(arg=None):
   config, variants = common.start(arg)
   common.set_model(config, "nogan_generator", dense_blocks=1)
+  config.data.source = "div2k"  # the seed's 700 DIV2K training photos came from DIV2K (fetch div2k)
   config.data.color = "rgb"
   config.data.patch_size = 648
   config.data.quality_range = (10, 10)
@@ -44,7 +48,9 @@ def get_config(arg=None):
   config.nogan.pixel_weight = 1.0
   config.nogan.perceptual_weight = 1.0
   config.nogan.adversarial_weight = 1.0
-  config.nogan.vgg19_weights = ""               # path to a torchvision vgg19 .pth/.safetensors ("random": tests only)
+  # A torchvision vgg19 .pth/.safetensors ("random": tests only; "": none, an error unless perceptual_weight=0).
+  # The shared folder is looked up when the config is built (run time), not when this file is imported.
+  config.nogan.vgg19_weights = str(paths.shared_dir() / VGG19_FILE)
   config.nogan.vgg19_last_index = 35            # ReLU after conv5_4 (Keras block5_conv4)
   config.nogan.vgg19_preprocess = "torchvision"  # or "keras_caffe" for Keras-converted weights
   config.nogan.discriminator = ml_collections.ConfigDict({"design": "as_coded"})

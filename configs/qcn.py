@@ -5,6 +5,7 @@ Recipe reproduced (main.py/params.py and the README command): RGB, JPEG q unifor
 [-1, 1], L1 loss, Adam (0.9, 0.999, 1e-8) lr 1e-4, x0.1 every 20 epochs, 50 epochs, batch 256,
 64 residual blocks of 64 features. The seed's epoch is one crop per DIV2K patch file, whose count
 is unknown [GUESS: 1,000 steps per epoch]; override num_steps/decay_steps for your data.
+Data: DIV2K's 800 training photos (`data.source=div2k`), as the paper.
 Variants: `:grey` (Y channel, q in [1, 100] as the README's grey command), `:small`.
 """
 
@@ -17,6 +18,7 @@ def get_config(arg=None, name="qcn"):
   config, variants = common.start(arg, known=("small", "grey", "rgb"))
   color = "grey" if "grey" in variants else "rgb"
   common.set_model(config, name, color=color, num_blocks=64, features=64)
+  config.data.source = "div2k"  # the paper's DIV2K train HR (python -m jaxcar.data.fetch div2k)
   config.data.color = color
   config.data.patch_size = 64
   config.data.quality_range = (1, 100) if color == "grey" else (1, 60)

@@ -18,6 +18,11 @@ STEPS_PER_EPOCH = 12500  # [GUESS] ~100,000 images / batch 8
 def get_config(arg=None):
   config, variants = common.start(arg)
   common.set_model(config, "restorer", variant="shipped")
+  # The seed trained on Open Images 2019 + BSR (BSDS500) + DIV2K: the two that are named datasets here
+  # (python -m jaxcar.data.fetch div2k bsds500); Open Images (~100k photos, Kaggle) has no fetch: add
+  # your copy as a folder, e.g. data.source="div2k,bsds500,path/to/open_images". BSDS500's val (bsd100)
+  # stays out, a test set.
+  config.data.source = "div2k,bsds500"
   config.data.color = "rgb"
   config.data.patch_size = 128
   config.data.quality_range = (10, 10)

@@ -28,8 +28,7 @@ from tqdm import tqdm
 from jaxcar import cli, loading, metrics, paths, predict
 from jaxcar.data import jpeg, sources
 
-DATASETS = {"live1_color": "data/eval/LIVE1_color", "live1_gray": "data/eval/LIVE1_gray",
-            "classic5": "data/eval/Classic5"}
+DATASETS = ("live1_color", "live1_gray", "classic5")  # the benchmark sets; folders: sources.DATASETS
 METRICS = ("psnr", "ssim", "psnr_b")
 JPEG_SUBSAMPLING = "4:2:0"  # Pillow's default, as every published protocol used
 # How the JPEG is made from the ground truth: "reference" compresses the image as it is
@@ -71,14 +70,17 @@ def jpeg_source(ground_truth: np.ndarray, protocol: str) -> np.ndarray:
 
 
 def resolve_dataset(dataset: str, shared: str | None = None) -> str:
-  """A known name (live1_color, live1_gray, classic5) under the shared folder, an embedded source
+  """A named dataset (live1_color, live1_gray, classic5, ...) under the shared folder, an embedded source
   ("embedded:validation": the photos training leaves out), a folder or a .txt list."""
-  if dataset.lower() in DATASETS:
-    return str(paths.require_shared(DATASETS[dataset.lower()], shared))
+  name = dataset.lower()
+  if name in sources.DATASETS:
+    fetch = sources.FETCHED_AS.get(name, name)
+    return ",".join(str(paths.require_shared(folder, shared, dataset=name, fetch=fetch))
+                    for folder in sources.DATASETS[name])
   if dataset in sources.EMBEDDED_SOURCES or Path(dataset).expanduser().is_dir() or dataset.endswith(".txt"):
     return dataset
   raise FileNotFoundError(f"dataset {dataset!r} is neither a folder, a .txt list, "
-                          f"one of {sorted(sources.EMBEDDED_SOURCES)} nor one of {sorted(DATASETS)}")
+                          f"one of {sorted(sources.EMBEDDED_SOURCES)} nor one of {sorted(sources.DATASETS)}")
 
 
 def score(ground_truth: np.ndarray, image: np.ndarray, ssim_window: str) -> dict[str, float]:
@@ -213,13 +215,13 @@ def define_flags() -> None:
                     "uniform: 8x8 box (QGCN, DACAR tables); gaussian: 11x11, sigma 1.5 (Wang et al., tf.image).")
   flags.DEFINE_integer("bucket", predict.DEFAULT_BUCKET,
                        "Pad images to a multiple of this (fewer compiles); 0 = no padding, exactly the published "
-                       "protocol, one compile per image size.")
+                       "protocol, one compile per image size.", lower_bound=0)
   flags.DEFINE_bool("save_images", False, "Also write the restored images.")
   flags.DEFINE_enum("protocol", "auto", ["auto", *PROTOCOLS],
                     "How the JPEG is made: reference = the image as it is, as the released-weight numbers were measured; qgcn = "
                     "edge-padded to a multiple of 8 first, as QGCN's eval_qm.py; auto = qgcn for QCN/QGCN.")
   flags.DEFINE_string("output_dir", "evaluation", "Folder for the CSV, JSON, Markdown table and plot.")
-  flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).")
+  flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).", lower_bound=0)
   flags.DEFINE_string("shared", None, "The shared data folder (default $JAXCAR_SHARED or ../shared).")
   flags.mark_flag_as_required("dataset")
 

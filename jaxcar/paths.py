@@ -20,10 +20,17 @@ def cache_dir(use: str) -> Path:
   return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser() / use
 
 
-def require_shared(relative: str, override: str | os.PathLike | None = None) -> Path:
-  """A path inside the shared folder, or a one-line error saying how to point at it."""
+def require_shared(relative: str, override: str | os.PathLike | None = None, dataset: str | None = None,
+                   fetch: str | None = None) -> Path:
+  """A path inside the shared folder, or a one-line error saying how to point at it; for a named
+  `dataset`, also how to download it (`python -m jaxcar.data.fetch FETCH`, FETCH defaulting to the name)."""
   path = shared_dir(override) / relative
   if not path.exists():
+    if dataset:
+      raise FileNotFoundError(
+          f"dataset {dataset} not found under {shared_dir(override)} ({relative}); get it with: python -m "
+          f"jaxcar.data.fetch {fetch or dataset} --to {shared_dir(override)} (or set ${SHARED_ENV} to the "
+          f"folder that holds it)")
     raise FileNotFoundError(
         f"{path} not found; set ${SHARED_ENV} (or the --shared flag) to the folder that holds {relative}")
   return path

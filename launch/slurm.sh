@@ -16,4 +16,7 @@ shift 2
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 . .venv/bin/activate
 # --signal=TERM@120 sends SIGTERM two minutes before the time limit: the run saves and exits cleanly.
-srun --kill-on-bad-exit=1 python -m jaxcar.train --distributed --config="$config" --workdir="$workdir" "$@"
+# --cpus-per-task again for the step: from Slurm 22.05 srun no longer takes it from the job, and each task
+# (its data loader workers included) would get one CPU.
+srun --kill-on-bad-exit=1 ${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK} \
+  python -m jaxcar.train --distributed --config="$config" --workdir="$workdir" "$@"

@@ -11,10 +11,17 @@ shift 2
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
 project_flag=${PROJECT:+--project=$PROJECT}
 
-setup_command() { echo "test -d jaxcar || git clone $repo jaxcar; cd jaxcar && python3 -m venv .venv && . .venv/bin/activate \
-  && pip install -q -e . && pip install -q 'jax[tpu]==0.10.2'"; }
+# Each word single-quoted for the workers' shell (gcloud passes --command as one string), so that
+# arguments arrive unchanged: --config.x='a b', quotes, $ and * included.
+quote() {
+  local word q="'" escaped="'\\''" quoted=()
+  for word in "$@"; do quoted+=("'${word//$q/$escaped}'"); done
+  printf '%s' "${quoted[*]}"
+}
+setup_command() { echo "test -d jaxcar || git clone $(quote "$repo") jaxcar; cd jaxcar && python3 -m venv .venv \
+  && . .venv/bin/activate && pip install -q -e . && pip install -q 'jax[tpu]==0.10.2'"; }
 train="cd jaxcar && . .venv/bin/activate && python -m jaxcar.train --distributed \
-  --config=$config --workdir=$workdir $*"
+  $(quote "--config=$config" "--workdir=$workdir" "$@")"
 
 if [[ "${SETUP:-0}" == 1 ]]; then
   repo=${REPO:?set REPO to the git URL to clone}

@@ -34,6 +34,12 @@ def test_recipes_carry_the_seed_values():
   assert cli.load_config("restorer").optimizer.schedule == "restorer_halving"
   nogan = cli.load_config("nogan")
   assert nogan.nogan.fakes == "generator" and nogan.nogan.adversarial_learning_rate == 1e-4
+  # Each full recipe trains on its paper's data by name (`python -m jaxcar.data.fetch NAME`); CNN-CAR's
+  # was never published, so it keeps the embedded photos.
+  data = {name: cli.load_config(name).data.source for name in NETWORK_CONFIGS}
+  assert data == {"qcn": "div2k", "qgcn": "div2k", "arcnn": "div2k", "nogan": "div2k", "dacar3": "bsds500",
+                  "dacar4": "bsds500", "dacar5": "bsds500", "sacar6": "bsds500", "restorer": "div2k,bsds500",
+                  "carcnn": "embedded"}
 
 
 def test_a_path_works_and_overrides_are_typed():

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import skimage.data
+import skimage.transform
 from PIL import Image
 
 from jaxcar.configs import base
@@ -91,6 +92,21 @@ def test_grey_batch_with_global_image_and_each_value_range(photo_folder, tmp_pat
     assert batch["targets"].max() > bounds[1] / 4  # really in this range, not [0, 1] by mistake
     np.testing.assert_array_equal(batch["quality"], 10)
     _assert_is_jpeg_of_target(batch, 0, config)
+
+
+# Patches as training makes them (64x64 up to 112) and whole images at evaluation: shrinking (Gaussian
+# anti-aliasing first), mixed, grey and RGB, and block counts with and without a remainder.
+@pytest.mark.parametrize("shape", [(64, 64, 3), (64, 64, 1), (24, 40, 1), (40, 56, 3), (112, 112, 1),
+                                   (300, 200, 3), (100, 130, 1), (17, 300, 1), (480, 320, 3)])
+def test_global_image_is_skimages_bicubic_resize(shape):
+  # values in 7-250, narrower than 0-255, so that skimage's clip to the input's range matters
+  image = np.random.default_rng(sum(shape)).integers(7, 251, shape, dtype=np.uint8)
+  for size, value_range in [(112, "minus_one_one"), (24, "zero_255")]:
+    scale, offset = {"minus_one_one": (2.0, -1.0), "zero_255": (255.0, 0.0)}[value_range]
+    expected = skimage.transform.resize(image, (size, size), order=3) * scale + offset
+    got = prepare.global_image(image, size, value_range)
+    assert got.dtype == np.float32 and got.shape == (size, size, shape[-1])
+    np.testing.assert_allclose(got / scale, expected / scale, rtol=0, atol=5e-7, err_msg=f"size {size}")
 
 
 def test_harder_degradations_run_and_differ(photo_folder, tmp_path):

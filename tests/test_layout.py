@@ -19,7 +19,7 @@ LAYERS = (
     ("jaxcar.loading",),
     ("jaxcar.cli",),
     ("jaxcar.train", "jaxcar.evaluate", "jaxcar.restore", "jaxcar.export", "jaxcar.zoo.publish",
-     "jaxcar.zoo.figures", "jaxcar.zoo.__main__", "jaxcar.training.plot"),
+     "jaxcar.zoo.figures", "jaxcar.zoo.__main__", "jaxcar.training.plot", "jaxcar.data.fetch"),
 )
 
 

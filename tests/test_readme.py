@@ -138,7 +138,7 @@ def test_named_datasets_are_documented_with_their_shared_folder():
   for folders in sources.DATASETS.values():
     for folder in folders:
       assert folder.rsplit("/", 1)[0] in README and folder.rsplit("/", 1)[1] in README, folder
-  for name, folder in evaluate.DATASETS.items():
+  for name in evaluate.DATASETS:
     assert f"--dataset={name}" in README or f"`{name}`" in README, name
 
 

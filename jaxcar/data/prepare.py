@@ -99,30 +99,59 @@ def _stack_channels(parts: list[np.ndarray]) -> np.ndarray:
 def global_image(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray:
   """The whole image resized to size x size (QGCN's global branch input), in the value range.
 
-  Exactly skimage.transform.resize(decoded, (size, size), order=3) (tested to 1e-12). When both sides
-  grow, as for training patches, that resize is a fixed linear map per axis, applied here as two
-  cached matrix products (>10x cheaper than skimage's spline zoom, `python -m benchmarks input
-  --stages --global_size=112`); shrinking whole images at
-  evaluation also smooths first (anti-aliasing), so that case calls skimage itself.
+  skimage.transform.resize(decoded, (size, size), order=3) (defaults: mode="reflect", clip=True, Gaussian
+  anti-aliasing when an axis shrinks), to 5e-7 of the 0-1 range (tests/test_data_pipeline.py). That
+  resize is a fixed linear map per axis (the Gaussian where the axis shrinks, spline prefilter, bicubic
+  interpolation), so here it is two products with cached float32 matrices, clipped to the input's range
+  as skimage does: 6x cheaper on 64x64 training patches than float64 products without BLAS, 20x
+  cheaper than skimage on whole images (`python -m benchmarks input --stages --global_size=112`).
   """
-  height, width = decoded.shape[:2]
-  if size < height or size < width:
-    resized = skimage.transform.resize(decoded, (size, size), order=3)  # float64 in [0, 1]
-  else:
-    # (C, H, W) in memory, so that both products run along the last, contiguous axis
-    planes = np.ascontiguousarray(decoded.transpose(2, 0, 1), np.float64) / 255.0
-    rows, cols = _upsampling_matrix(height, size), _upsampling_matrix(width, size)
-    # einsum's own loops, not BLAS: OpenBLAS's thread pool in every worker process oversubscribes the
-    # cores and, for products this small, costs far more CPU than it saves.
-    resized = np.einsum("cyw,xw->cyx", np.einsum("yh,chw->cyw", rows, planes), cols).transpose(1, 2, 0)
-    resized = np.clip(resized, planes.min(), planes.max())  # skimage clips to the input's range
-  return to_model_range(np.clip(resized, 0.0, 1.0) * 255.0, value_range)
+  height, width, channels = decoded.shape
+  # Rows of (H, C) with W last, centred on 0: exact in float32, and half the rounding of uint8 values.
+  data = np.ascontiguousarray(decoded.transpose(0, 2, 1), np.float32).reshape(height * channels, width)
+  data -= 128.0
+  across = _times_matrix(data, _resize_matrix(width, size))  # (H * C, x)
+  data = np.ascontiguousarray(across.reshape(height, channels * size).T)  # (C * x, H)
+  resized = _times_matrix(data, _resize_matrix(height, size)).reshape(channels, size, size).transpose(2, 1, 0)
+  # skimage clips to the input's range; then back from centred uint8 units to the value range
+  scale, offset = _affine(value_range)
+  out = np.empty((size, size, channels), np.float32)
+  np.clip(resized, float(decoded.min()) - 128.0, float(decoded.max()) - 128.0, out=out)
+  out *= np.float32(scale)
+  out += np.float32(offset + 128.0 * scale)
+  return out
+
+
+# OpenBLAS runs a product on one thread while m*n*k <= 65536 * GEMM_MULTITHREAD_THRESHOLD (4 by default;
+# larger in recent versions). Above it a product this small costs several times more CPU on more threads
+# (they spin), in every data worker process at once, so _times_matrix keeps each product below it.
+_ONE_THREAD_MNK = 1 << 18
+
+
+def _times_matrix(data: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+  """data (N, L) @ matrix (L, S), as products of blocks of rows small enough for one BLAS thread each."""
+  count, length = data.shape
+  size = matrix.shape[1]
+  rows = max(1, _ONE_THREAD_MNK // (length * size))
+  out = np.empty((count, size), np.float32)
+  whole = count - count % rows
+  if whole:
+    np.matmul(data[:whole].reshape(-1, rows, length), matrix, out=out[:whole].reshape(-1, rows, size))
+  if whole < count:
+    np.matmul(data[whole:], matrix, out=out[whole:])
+  return out
 
 
 @functools.lru_cache(maxsize=32)
-def _upsampling_matrix(length: int, size: int) -> np.ndarray:
-  """(size, length): skimage's order-3 resize of each unit vector, i.e. the resize as a matrix."""
-  matrix = skimage.transform.resize(np.eye(length), (size, length), order=3, preserve_range=True,
-                                    clip=False, anti_aliasing=False)
+def _resize_matrix(length: int, size: int) -> np.ndarray:
+  """(length, size) float32: x @ it is skimage's order-3 resize of rows x of `length` to `size`.
+
+  The transposed resize of the unit vectors, with skimage's own anti-aliasing along this axis when it
+  shrinks (sigma (length / size - 1) / 2, as resize picks per axis; the other axis keeps sigma 0) and
+  without clipping, which global_image does on the whole image.
+  """
+  matrix = skimage.transform.resize(np.eye(length), (size, length), order=3, mode="reflect",
+                                    preserve_range=True, clip=False, anti_aliasing=size < length)
+  matrix = np.ascontiguousarray(matrix.T, np.float32)
   matrix.setflags(write=False)
   return matrix

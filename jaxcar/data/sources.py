@@ -35,13 +35,20 @@ ALPHA_BACKGROUND = 255
 
 
 # Named datasets: their folders under the shared folder ($JAXCAR_SHARED, default ../shared).
+# `python -m jaxcar.data.fetch NAME --to $JAXCAR_SHARED` downloads each into this layout (FETCHED_AS:
+# the fetch NAME where it is not the dataset's own).
 DATASETS = {
     "bsds500": ("data/train/bsds500_train", "data/train/bsds500_test"),  # 400 colour photos, 481x321
+    "bsd100": ("data/eval/BSD100",),                                     # BSDS500's other 100 (its val)
     "train400": ("data/train/train400_gray",),                           # 400 grey 180x180 crops
+    "div2k": ("data/train/DIV2K_train_HR",),                             # 800 colour 2K photos
+    "div2k_valid": ("data/eval/DIV2K_valid_HR",),                        # DIV2K's 100 validation photos
+    "flickr2k": ("data/train/Flickr2K",),                                # 2650 colour 2K photos (HR)
     "live1_color": ("data/eval/LIVE1_color",),
     "live1_gray": ("data/eval/LIVE1_gray",),
     "classic5": ("data/eval/Classic5",),
 }
+FETCHED_AS = {"bsd100": "bsds500", "live1_color": "live1", "live1_gray": "live1"}
 SPLIT_PREFIX = "split:"
 
 
@@ -55,8 +62,10 @@ def list_images(source: str | Path) -> list[str]:
   if len(parts) > 1:
     return [path for part in parts for path in list_images(part)]
   if str(source).lower() in DATASETS:
-    return [path for folder in DATASETS[str(source).lower()]
-            for path in list_images(shared_paths.require_shared(folder))]
+    name = str(source).lower()
+    return [path for folder in DATASETS[name]
+            for path in list_images(shared_paths.require_shared(folder, dataset=name,
+                                                                fetch=FETCHED_AS.get(name, name)))]
   if str(source) in EMBEDDED_SOURCES:
     return _embedded_paths(EMBEDDED_SOURCES[str(source)])
   path = Path(source).expanduser()
@@ -92,12 +101,26 @@ def _embedded_paths(names) -> list[str]:
   return [str(folder / name) for name in names if (folder / name).is_file()]
 
 
+_reported_lists: set = set()  # (list file, its missing paths) already logged by this process
+
+
 def _listed_paths(list_file: Path) -> list[str]:
+  """The files a .txt list names; those that do not exist are skipped and logged once (with the count),
+  so training, validation and evaluation all go on with the rest. An error only if none is left."""
   lines = [line.strip() for line in list_file.read_text().splitlines()]
   paths = [str((list_file.parent / line).resolve()) for line in lines if line and not line.startswith("#")]
   if not paths:
     raise FileNotFoundError(f"image list {list_file} names no files")
-  return paths
+  found = [path for path in paths if Path(path).is_file()]
+  present = set(found)
+  missing = {path: "listed but not found" for path in paths if path not in present}
+  if not found:
+    raise FileNotFoundError(f"image list {list_file}: none of its {len(paths)} files exists (e.g. {paths[0]})")
+  key = (str(list_file.resolve()), tuple(sorted(missing)))
+  if missing and key not in _reported_lists:
+    _reported_lists.add(key)
+    report_skipped(missing, f"image list {list_file}")
+  return found
 
 
 def load_image(path: str | Path, color: str) -> np.ndarray:

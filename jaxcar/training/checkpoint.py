@@ -6,11 +6,18 @@ Layout under `workdir` (a local path or anything etils/Orbax supports, e.g. gs:/
                                      opt_state, ema_params, rng; NoGAN: {"generator": ..., "discriminator": ...}
   checkpoints/<step>/data/           the Grain iterator position, one process_<i>-of-<n>.json per process
   best/<step>/state/                 with config.keep_best: the state of the best validation PSNR so far
-Saving is asynchronous, decided by a fixed-interval policy, keeps the latest `keep_checkpoints`.
+  checkpoints_corrupt/<step>/       a damaged checkpoint `resume` set aside (never deleted) before
+                                     falling back to the newest intact one
+Saving is asynchronous, decided by a fixed-interval policy, keeps the latest `keep_checkpoints`. A
+failed save (a full disk) is one `SaveError` line; the older checkpoints stay.
 """
 
+import contextlib
 import functools
 import json
+import logging as std_logging
+import os
+import re
 
 from absl import logging
 from etils import epath
@@ -24,6 +31,7 @@ from jaxcar import paths
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 CONFIG_FILE = "config.json"
+CORRUPT_DIR = "checkpoints_corrupt"
 
 
 @functools.cache
@@ -48,13 +56,18 @@ class CheckpointMismatch(ValueError):
   """A checkpoint in the workdir that does not fit the current config."""
 
 
+class SaveError(OSError):
+  """A checkpoint could not be written (full disk, lost permission): one line naming where and why."""
+
+
 def manager(workdir, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   _write_arrays_whole()
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
       save_decision_policy=policies.FixedIntervalPolicy(config.checkpoint_every),
       preservation_policy=policies.LatestN(config.keep_checkpoints),
-      enable_async_checkpointing=True, create=True)
+      enable_async_checkpointing=True, create=True,
+      cleanup_tmp_directories=True)  # the half-written step of a failed save (a full disk) goes on restart
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
@@ -82,24 +95,142 @@ def save_if_best(mngr: ocp.CheckpointManager, step: int, state, psnr: float) -> 
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, iterator, force: bool = False) -> bool:
+  """Starts an asynchronous save of `step` if due (or `force`); SaveError if this or the previous
+  save failed (Orbax reports a background save's failure at the next call)."""
   args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator))
-  return mngr.save(step, args=args, force=force)
+  try:
+    return mngr.save(step, args=args, force=force)
+  except Exception as error:  # pylint: disable=broad-except  (Orbax/TensorStore raise ValueError, Exception)
+    raise SaveError(_save_failure(mngr.directory, error)) from None
+
+
+def finish(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the save in flight and closes the manager; SaveError (one line) if that save failed."""
+  try:
+    mngr.wait_until_finished()
+  except Exception as error:  # pylint: disable=broad-except
+    raise SaveError(_save_failure(mngr.directory, error)) from None
+  finally:
+    with contextlib.suppress(Exception):
+      mngr.close()
+
+
+def kept_note(workdir) -> str:
+  """What is left to resume from after a failure: "the checkpoint at step N in DIR is kept"."""
+  try:
+    step = latest_step(workdir)
+  except Exception:  # pylint: disable=broad-except  (a note about a failure must not fail itself)
+    step = None
+  if step is None:
+    return "no checkpoint was saved yet"
+  return (f"the checkpoint at step {step} in {checkpoint_dir(workdir)} is kept: fix the cause (free space), "
+          f"then rerun the same command to resume")
+
+
+def _save_failure(directory, error: BaseException) -> str:
+  return f"could not save a checkpoint in {directory} ({_cause(error)})"
+
+
+_ERRNO = re.compile(r"(?:os_error_code='?|\[Errno )(\d+)")
+
+
+def _cause(error: BaseException) -> str:
+  """The operating system's reason ("No space left on device") if there is one, else the first line."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.strerror:
+      return seen.strerror + (f": {seen.filename}" if seen.filename else "")
+    seen = seen.__cause__ or seen.__context__
+  text = str(error)
+  found = _ERRNO.search(text)
+  if found:
+    return os.strerror(int(found.group(1)))
+  return (text.splitlines() or [type(error).__name__])[0][:200]
+
+
+class _BackgroundTracebacksAsInfo(std_logging.Filter):
+  """Orbax logs a failed background save as several ERROR records with tracebacks, one per thread;
+  jaxcar raises one SaveError line instead, so those records are lowered to INFO (--verbosity shows them)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.exc_info and record.levelno >= std_logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname:
+      record.levelno, record.levelname = std_logging.INFO, "INFO"
+    return True
+
+
+@contextlib.contextmanager
+def background_tracebacks_as_info():
+  quiet = _BackgroundTracebacksAsInfo()
+  logger = logging.get_absl_logger()
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
 
 
 def resume(mngr: ocp.CheckpointManager, abstract_state, iterator):
-  """(state, step) from the latest checkpoint, moving `iterator` to its saved position; (None, 0) if none."""
-  step = mngr.latest_step()
-  if step is None:
-    return None, 0
-  args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                            data=grain.checkpoint.CheckpointRestore(iterator))
+  """(state, step) from the newest intact checkpoint, moving `iterator` to its saved position; (None, 0)
+  if none.
+
+  A damaged checkpoint (a truncated or garbled file; its tree fits `abstract_state` or cannot be read)
+  is moved to WORKDIR/checkpoints_corrupt/<step> with a one-line warning and the previous one is tried.
+  A checkpoint whose tree differs (another config) is a CheckpointMismatch.
+  """
+  for step in sorted(mngr.all_steps(), reverse=True):
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                              data=grain.checkpoint.CheckpointRestore(iterator))
+    try:
+      restored = mngr.restore(step, args=args)
+    except Exception as error:  # pylint: disable=broad-except  (TensorStore raises bare Exception)
+      reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+      if _fits(mngr.directory, step, abstract_state) is False:
+        raise CheckpointMismatch(
+            f"the checkpoint at step {step} in {mngr.directory} does not match this config "
+            f"({reason}); use a fresh --workdir or the config it was trained with") from None
+      aside = _set_aside(mngr.directory, step)
+      logging.warning("the checkpoint at step %d is damaged (%s); moved it to %s and trying the previous one",
+                      step, reason[:120], aside)
+      mngr.reload()
+      continue
+    return restored["state"], step
+  return None, 0
+
+
+def _fits(directory, step: int, abstract_state) -> bool | None:
+  """Whether the saved state's tree (paths and shapes) is `abstract_state`'s; None if unreadable."""
   try:
-    restored = mngr.restore(step, args=args)
-  except (ValueError, KeyError, TypeError) as e:
-    raise CheckpointMismatch(
-        f"the checkpoint at step {step} in {mngr.directory} does not match this config "
-        f"({str(e).splitlines()[0][:200]}); use a fresh --workdir or the config it was trained with") from None
-  return restored["state"], step
+    reader = _reader_at(epath.Path(directory))
+    saved = reader.item_metadata(step)["state"].tree
+    reader.close()
+  except Exception:  # pylint: disable=broad-except  (a damaged metadata file: any error)
+    return None
+  return _shapes(saved) == _shapes(abstract_state)
+
+
+def _shapes(tree) -> dict:
+  def name(key):
+    return str(next(getattr(key, a) for a in ("key", "name", "idx") if hasattr(key, a)))
+  return {"/".join(map(name, path)): tuple(getattr(leaf, "shape", ()))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _set_aside(directory, step: int) -> epath.Path:
+  """Moves checkpoints/<step> to checkpoints_corrupt/<step> (or <step>.1, ... if taken): kept, not deleted."""
+  directory = epath.Path(directory)
+  folder = directory.parent / CORRUPT_DIR
+  target = folder / str(step)
+  if jax.process_index() == 0:
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = 0
+    while target.exists():
+      copy += 1
+      target = folder / f"{step}.{copy}"
+    (directory / str(step)).rename(target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(f"jaxcar_set_aside_{step}")
+  return target
 
 
 def write_config(workdir, config: ml_collections.ConfigDict):
@@ -147,8 +278,11 @@ def best_step(workdir) -> int | None:
 
 
 def _reader(workdir, folder: str = CHECKPOINT_DIR) -> ocp.CheckpointManager:
+  return _reader_at(checkpoint_dir(workdir, folder))
+
+
+def _reader_at(directory: epath.Path) -> ocp.CheckpointManager:
   # Not `read_only`: Orbax logs four warnings for it; a manager that is never asked to save writes nothing.
   # Both items' handlers are named so that reading the metadata does not warn about the other one.
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()}
-  return ocp.CheckpointManager(checkpoint_dir(workdir, folder), item_handlers=handlers,
-                               options=ocp.CheckpointManagerOptions(create=False))
+  return ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(create=False))

@@ -4,8 +4,17 @@ Resumes from the latest checkpoint in `workdir` (state, RNG and the data iterato
 interrupted run continues with exactly the batch it would have seen. SIGTERM/SIGINT save a checkpoint
 and return cleanly. A non-finite loss stops the run without saving, keeping the last good checkpoint.
 With `config.keep_best`, every validation also offers the state to WORKDIR/best (the best one stays).
+
+Before anything is created or compiled the config is checked (`config_checks.check`), and process 0
+locks the workdir (WORKDIR/.lock) so a second run on it at once stops with one line naming the first.
+A failed checkpoint or metrics write (a full disk) ends the run with one line naming the file and the
+cause, after waiting for the save in flight, so the last good checkpoint stays.
 """
 
+import datetime
+import fcntl
+import os
+import socket
 import time
 
 from etils import epath
@@ -13,8 +22,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxcar import paths
 from jaxcar.ops import conv
-from jaxcar.training import checkpoint, distributed, steps, validation, writers
+from jaxcar.training import checkpoint, config_checks, distributed, steps, validation, writers
+
+LOCK_FILE = ".lock"
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -23,6 +35,14 @@ class NonFiniteLoss(FloatingPointError):
 
 class WorkdirError(OSError):
   """The workdir cannot be created or written."""
+
+
+class WorkdirBusy(WorkdirError):
+  """Another training run holds the workdir's lock."""
+
+
+class RunWriteFailed(OSError):
+  """A checkpoint or a run output could not be written; the message says what is kept."""
 
 
 def make_trainer(config, mesh):
@@ -35,33 +55,70 @@ def make_trainer(config, mesh):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Train until `config.num_steps`; returns the last logged metrics (and validation PSNR)."""
+  config_checks.check(config)  # first: a bad value costs nothing and leaves no files behind
   conv.set_backend(config.get("cpu_conv", "auto"))  # runs saved before the field had none
   devices = mesh_devices(config)
   _check_batch(config, len(devices))
   _prepare_workdir(workdir)
+  lock = lock_workdir(workdir)
+  try:
+    with checkpoint.background_tracebacks_as_info():
+      return _train(config, workdir, devices)
+  finally:
+    unlock_workdir(lock)
+
+
+def _train(config, workdir, devices) -> dict:
   mesh = steps.make_mesh(devices)
   trainer = make_trainer(config, mesh)
   iterator = _train_iterator(config)
   mngr = checkpoint.manager(workdir, config)
-  state, start_step = checkpoint.resume(mngr, trainer.abstract_state(), iterator)
+  try:
+    state, start_step = checkpoint.resume(mngr, trainer.abstract_state(), iterator)
+  except BaseException:
+    mngr.close()
+    raise
+  resumed_step = None if state is None else start_step
   if state is None:
     state = trainer.init_state()
   else:
     writers.log(f"resumed from the checkpoint at step {start_step} in {workdir}")
-  checkpoint.write_config(workdir, config)
-  examples = validation.load(config.data, trainer.size_multiple)
-  writer = writers.RunWriter(workdir)
-  best = checkpoint.best_manager(workdir) if config.get("keep_best", False) else None
   stop = distributed.StopRequest().install()
+  best = writer = None
   try:
-    return _run(config, trainer, state, start_step, iterator, (mngr, best), examples, writer, stop, mesh)
+    checkpoint.write_config(workdir, config)
+    examples = validation.load(config.data, trainer.size_multiple)
+    best = checkpoint.best_manager(workdir) if config.get("keep_best", False) else None
+    writer = writers.RunWriter(workdir, resumed_step=resumed_step)
+    last = _run(config, trainer, state, start_step, iterator, (mngr, best), examples, writer, stop, mesh)
+  except (checkpoint.SaveError, writers.WriteError) as error:
+    _shut_down(stop, mngr, best, writer, quiet=True)  # the save in flight finishes (or fails) first
+    raise RunWriteFailed(f"{error}; {checkpoint.kept_note(workdir)}") from None
+  except BaseException:
+    _shut_down(stop, mngr, best, writer, quiet=True)
+    raise
+  try:
+    _shut_down(stop, mngr, best, writer, quiet=False)  # the last save is asynchronous: it can fail here
+  except checkpoint.SaveError as error:
+    raise RunWriteFailed(f"{error}; {checkpoint.kept_note(workdir)}") from None
+  return last
+
+
+def _shut_down(stop, mngr, best, writer, quiet: bool) -> None:
+  """Waits for the checkpoint in flight and closes everything; `quiet`: an error is already on its way,
+  so a second one (the same full disk) is only logged."""
+  stop.uninstall()
+  try:
+    checkpoint.finish(mngr)
+  except checkpoint.SaveError as error:
+    if not quiet:
+      raise
+    writers.log(f"also: {error}")
   finally:
-    stop.uninstall()
-    mngr.wait_until_finished()
-    mngr.close()
     if best is not None:
       best.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
 
 
 def _run(config, trainer, state, step, iterator, managers, examples, writer, stop, mesh) -> dict:
@@ -152,9 +209,46 @@ def _prepare_workdir(workdir):
   path = epath.Path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / f".write_test_{jax.process_index()}"
+    probe = path / f".write_test_{jax.process_index()}_{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:
     raise WorkdirError(f"workdir {workdir} is not writable ({type(e).__name__}: {e.strerror or e}); "
                        f"pass a --workdir you can write to") from None
+
+
+def lock_workdir(workdir) -> int | None:
+  """Process 0 takes an exclusive lock on WORKDIR/.lock (the open file's descriptor; None elsewhere).
+
+  The file names the holder (pid, host, since when) for the error a second run gets. The kernel drops
+  the lock when its process dies however it ends, so a stale file never blocks. gs:// and other remote
+  workdirs have no such lock: they are not locked (with a note).
+  """
+  if jax.process_index() != 0:
+    return None
+  if "://" in str(workdir):
+    writers.log(f"note: {workdir} is not a local folder, so it is not locked against a second run on it")
+    return None
+  path = os.path.join(paths.absolute(workdir), LOCK_FILE)
+  try:
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise WorkdirError(f"cannot create the lock file {path} ({e.strerror}); pass a --workdir you can "
+                       f"write to") from None
+  try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    holder = os.pread(descriptor, 1000, 0).decode(errors="replace").strip() or "another process"
+    os.close(descriptor)
+    raise WorkdirBusy(f"workdir {workdir} is in use by another training run ({holder}); wait for it to end, "
+                      f"or pass another --workdir") from None
+  since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+  os.ftruncate(descriptor, 0)
+  os.pwrite(descriptor, f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n".encode(), 0)
+  return descriptor
+
+
+def unlock_workdir(descriptor: int | None) -> None:
+  if descriptor is not None:
+    fcntl.flock(descriptor, fcntl.LOCK_UN)
+    os.close(descriptor)

@@ -9,6 +9,7 @@ the seed's separate scripts did. The seed's quirks are options: `fakes="jpeg_inp
 fed the JPEG inputs as fakes) and `adversarial_learning_rate=1e-10`.
 """
 
+from pathlib import Path
 from typing import Any
 
 import flax.struct
@@ -69,6 +70,9 @@ class NoGANTrainer:
       params = models.init(network, jax.random.PRNGKey(self.config.seed), 32, 32)["params"]
     else:
       from jaxcar import convert  # pylint: disable=import-outside-toplevel
+      if not Path(weights).is_file():
+        raise FileNotFoundError(f"VGG19 weights {weights} not found; get them with: python -m jaxcar.data.fetch "
+                                f"vgg19 --to $JAXCAR_SHARED, or set --config.nogan.vgg19_weights=PATH")
       params = convert.load_params(weights, "vgg19", network)
     preprocess = PREPROCESS[self.nogan.vgg19_preprocess]
     features = lambda x: network.apply({"params": params}, preprocess(x)).astype(jnp.float32)

@@ -16,23 +16,34 @@ TENSORBOARD_DIR = "tensorboard"
 SAMPLES_DIR = "samples"
 
 
-class RunWriter:
-  """Every process may call it; only process 0 writes. Appends, so a resumed run extends its history."""
+class WriteError(OSError):
+  """A run output could not be written (full disk, lost permission): one line naming the file and why."""
 
-  def __init__(self, workdir):
+
+class RunWriter:
+  """Every process may call it; only process 0 writes. Appends, so a resumed run extends its history.
+
+  `resumed_step`: the run resumed from the checkpoint at this step, so the rows logged after it (by the
+  interrupted run, between its last checkpoint and the interruption) are dropped, as they are logged again.
+  """
+
+  def __init__(self, workdir, resumed_step: int | None = None):
     self.workdir = epath.Path(workdir)
     self.active = jax.process_index() == 0
     self._tensorboard = None
     if self.active:
+      if resumed_step is not None:
+        drop_rows_after(self.workdir / METRICS_FILE, resumed_step)
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tensorboard = SummaryWriter(str(self.workdir / TENSORBOARD_DIR))
+      # purge_step: TensorBoard hides the interrupted run's events past the checkpoint the same way.
+      purge = None if resumed_step is None else resumed_step + 1
+      self._tensorboard = SummaryWriter(str(self.workdir / TENSORBOARD_DIR), purge_step=purge)
 
   def scalars(self, step: int, values: dict):
     if not self.active:
       return
     record = {"step": step, **{k: float(v) for k, v in values.items()}}
-    with (self.workdir / METRICS_FILE).open("a") as f:
-      f.write(json.dumps(record) + "\n")
+    _append_line(self.workdir / METRICS_FILE, json.dumps(record))
     for name, value in values.items():
       self._tensorboard.add_scalar(name, float(value), step)
     self._tensorboard.flush()
@@ -41,13 +52,58 @@ class RunWriter:
     if not self.active:
       return
     folder = self.workdir / SAMPLES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    validation.save_png(image, folder / f"{name}_{step:08d}.png")
+    path = folder / f"{name}_{step:08d}.png"
+    try:
+      folder.mkdir(parents=True, exist_ok=True)
+      validation.save_png(image, path)
+    except OSError as error:
+      raise WriteError(_failure(path, error)) from None
     self._tensorboard.add_image(name, image, step, dataformats="HWC")
 
   def close(self):
     if self._tensorboard is not None:
       self._tensorboard.close()
+
+
+def _append_line(path: epath.Path, line: str) -> None:
+  try:
+    _write_line(path, line)
+  except OSError as error:
+    raise WriteError(_failure(path, error)) from None
+
+
+def _write_line(path: epath.Path, line: str) -> None:
+  with path.open("a") as f:
+    f.write(line + "\n")
+
+
+def _failure(path, error: OSError) -> str:
+  return f"could not write {path} ({error.strerror or type(error).__name__})"
+
+
+def drop_rows_after(path: epath.Path, step: int) -> int:
+  """Rewrites the JSONL `path` (atomically) without its rows past `step` or cut short; the count dropped."""
+  if not path.exists():
+    return 0
+  kept, dropped = [], 0
+  try:
+    for line in path.read_text().splitlines():
+      try:
+        row_step = json.loads(line)["step"]
+      except (ValueError, KeyError, TypeError):
+        row_step = None  # a line cut short by the interruption
+      if row_step is not None and row_step <= step:
+        kept.append(line)
+      elif line.strip():
+        dropped += 1
+    if dropped:
+      partial = path.parent / f"{path.name}.partial"
+      partial.write_text("".join(line + "\n" for line in kept))
+      partial.replace(path)
+      log(f"{path.name}: dropped {dropped} row(s) past step {step}, logged before the interruption")
+  except OSError as error:
+    raise WriteError(_failure(path, error)) from None
+  return dropped
 
 
 class Progress:
