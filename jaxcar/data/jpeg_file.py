@@ -48,7 +48,7 @@ def read(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> JpegFile:
       with Image.open(io.BytesIO(data)) as opened:
         opened.load()
         image, metadata = _as_rgb_or_grey(opened), _metadata(opened)
-      luma = _stored_luma(data) if image.mode == "RGB" else None
+      luma = stored_luma(data) if image.mode == "RGB" else None
   except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
     raise ValueError(f"cannot be decoded ({error})") from None
   if "icc_profile" in metadata and _profile_space(metadata["icc_profile"]) != ICC_SPACES[image.mode]:
@@ -95,7 +95,7 @@ def _profile_space(profile: bytes) -> str | None:
     return None  # unreadable: dropped, never copied blindly
 
 
-def _stored_luma(data: bytes) -> np.ndarray | None:
+def stored_luma(data: bytes) -> np.ndarray | None:
   """The Y plane as the JPEG stores it (decoded without colour conversion), or None for a file that is
   not YCbCr inside (Adobe RGB/CMYK JPEGs)."""
   with Image.open(io.BytesIO(data)) as opened:
