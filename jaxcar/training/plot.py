@@ -34,7 +34,8 @@ def plot(workdir, output, references: dict[float, str] = None):
   figure = Figure(figsize=(11, 4))
   loss_axis, psnr_axis = figure.subplots(1, 2)
   loss_axis.plot(*zip(*train))
-  loss_axis.set(xlabel="step", ylabel="training loss", yscale="log", title="training loss")
+  scale = "log" if min(loss for _, loss in train) > 0 else "linear"  # log_mse losses are negative
+  loss_axis.set(xlabel="step", ylabel="training loss", yscale=scale, title="training loss")
   if valid:
     steps, psnr, jpeg = zip(*valid)
     psnr_axis.plot(steps, psnr, "o-", label="restored")
