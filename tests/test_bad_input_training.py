@@ -13,28 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from jaxcar import cli, configs, evaluate
 from jaxcar.data import sources
 from jaxcar.training import checkpoint, config_checks, loop, validation, writers
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-  """Four small photo-like images (as tests/test_train.py makes them)."""
-  folder = tmp_path_factory.mktemp("images")
-  rng = np.random.default_rng(0)
-  for i in range(4):
-    y, x = np.mgrid[0:64, 0:64]
-    base = 128 + 60 * np.sin(x / (5 + i)) * np.cos(y / 7) + rng.normal(0, 10, (64, 64))
-    rgb = np.stack([base, base[::-1], base.T], -1)
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-  return folder
 
 
 def tiny(images, extra=()):

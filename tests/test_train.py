@@ -32,19 +32,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-  """A folder of small smooth-plus-texture photos-like images (fast to cache and validate on)."""
-  folder = tmp_path_factory.mktemp("images")
-  rng = np.random.default_rng(0)
-  for i in range(4):
-    y, x = np.mgrid[0:64, 0:64]
-    base = 128 + 60 * np.sin(x / (5 + i)) * np.cos(y / 7) + rng.normal(0, 10, (64, 64))
-    rgb = np.stack([base, base[::-1], base.T], -1)
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-  return folder
-
-
 def tiny_config(name, images, extra=()):
   overrides = [f"data.source={images}", f"data.validation={images}", "data.num_workers=0", "batch_size=8",
                "data.patch_size=16", "num_steps=1", "log_every=1", "eval_every=1", "checkpoint_every=1"]
