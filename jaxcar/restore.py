@@ -126,8 +126,7 @@ def restore_image(loaded: loading.LoadedModel, file: jpeg_file.JpegFile, setting
     return Image.fromarray(restored).convert("L")
   if model_grey:  # restore the luma plane the JPEG stored (not one recomputed from clipped RGB); keep its chroma
     _, blue, red = image.convert("YCbCr").split()
-    luma = file.luma if file.luma is not None else np.asarray(image.convert("YCbCr"))[..., 0]
-    restored = restore_array(loaded, luma[..., None], tables, settings)[..., 0]
+    restored = restore_array(loaded, file.luma()[..., None], tables, settings)[..., 0]
     return Image.merge("YCbCr", (Image.fromarray(restored), blue, red)).convert("RGB")
   return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings))
 

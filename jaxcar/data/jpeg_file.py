@@ -32,8 +32,16 @@ XMP_PNG_KEY = "XML:com.adobe.xmp"
 class JpegFile:
   image: Image.Image        # decoded, mode "L" or "RGB", stored orientation (the 8x8 grid's)
   tables: np.ndarray        # (n, 8, 8) quantization tables
-  luma: np.ndarray | None   # (H, W) uint8: the stored Y plane of a YCbCr colour file, else None
   metadata: dict            # what `save` carries over: exif, icc_profile, dpi, xmp
+  data: bytes               # the file, for `luma`
+
+  def luma(self) -> np.ndarray:
+    """(H, W) uint8 luma: the Y plane the file stores (decoded again, without colour conversion, only
+    when a grey network asks), or Pillow's Y of the decoded RGB for a file that is not YCbCr inside."""
+    if self.image.mode == "L":
+      return np.asarray(self.image)
+    stored = stored_luma(self.data)
+    return stored if stored is not None else np.asarray(self.image.convert("YCbCr"))[..., 0]
 
 
 def read(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> JpegFile:
@@ -48,12 +56,11 @@ def read(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> JpegFile:
       with Image.open(io.BytesIO(data)) as opened:
         opened.load()
         image, metadata = _as_rgb_or_grey(opened), _metadata(opened)
-      luma = stored_luma(data) if image.mode == "RGB" else None
   except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
     raise ValueError(f"cannot be decoded ({error})") from None
   if "icc_profile" in metadata and _profile_space(metadata["icc_profile"]) != ICC_SPACES[image.mode]:
     del metadata["icc_profile"]  # e.g. a CMYK file's profile: wrong for the RGB pixels written
-  return JpegFile(image, tables, luma, metadata)
+  return JpegFile(image, tables, metadata, data)
 
 
 def _check_size(size: tuple[int, int], file_bytes: int, max_pixels: int) -> None:
