@@ -114,6 +114,25 @@ def test_training_can_start_from_a_shipped_model():
     supervised.SupervisedTrainer(config, steps.make_mesh()).init_state()
 
 
+def test_a_deeper_network_starts_as_the_shipped_one():
+  from jaxcar.training import steps, supervised  # pylint: disable=import-outside-toplevel
+  parent = zoo.load("grey-v3")
+  config = ml_collections.ConfigDict(parent.config.to_dict())
+  config.init_from = "grey-v3"
+  config.model.options.num_blocks += 2  # two residual blocks more, appended as the identity
+  trainer = supervised.SupervisedTrainer(config, steps.make_mesh())
+  grown = trainer.init_state().params
+  assert set(grown) - set(parent.params) == {"residual_8", "residual_9"}
+  assert not np.any(np.asarray(grown["residual_9"]["conv2"]["kernel"]))
+  assert np.any(np.asarray(grown["residual_9"]["conv1"]["kernel"]))  # learnable once conv2 moves
+  inputs = jax.numpy.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 24, 24, 2)), jax.numpy.float32)
+  np.testing.assert_array_equal(np.asarray(trainer.model.apply({"params": grown}, inputs)),
+                                np.asarray(models.from_config(parent.config).apply({"params": parent.params}, inputs)))
+  config.model.options.num_blocks = 6  # shallower: parameters would be dropped, refused
+  with pytest.raises(ValueError, match="init_from=grey-v3"):
+    supervised.SupervisedTrainer(config, steps.make_mesh()).init_state()
+
+
 def _cli(*args, cwd):
   """A jaxcar CLI as a user runs it: its own process (one CPU device, no test setup), relative paths."""
   env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}

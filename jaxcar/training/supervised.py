@@ -33,11 +33,31 @@ class SupervisedTrainer:
     if not source:
       return None
     if source in zoo.names():
-      params = zoo.load(source).params
-      convert.check_shapes(convert.flatten(params), convert.expected_shapes(self.model),
-                           f"init_from={source} (a different network than config.model)")
-      return params
+      return self._grown(convert.flatten(zoo.load(source).params), f"init_from={source}")
     return convert.load_params(source, self.config.model.name, self.model)
+
+  def _grown(self, parent: dict, source: str):
+    """The parent's parameters, plus identity residual blocks where config.model is deeper.
+
+    A new block `x + res_scale * conv2(relu(conv1(x)))` with conv2 at zero passes its input through,
+    so the deeper network starts as exactly its parent and training learns only what the extra
+    depth adds (zoo_grey:v4). Any other difference is the usual one-line mismatch error.
+    """
+    expected = convert.expected_shapes(self.model)
+    added = [path for path in expected if path not in parent]
+    new_blocks = {path[0] for path in added}
+    grows = bool(added) and all(block.startswith("residual") for block in new_blocks) \
+        and not new_blocks & {path[0] for path in parent}
+    kept = {path: shape for path, shape in expected.items() if path not in added} if grows else expected
+    convert.check_shapes(parent, kept, f"{source} (a different network than config.model)")
+    if not grows:
+      return convert.unflatten(parent)
+    fresh = convert.flatten(models.init(self.model, jax.random.PRNGKey(self.config.seed))["params"])
+    grown = {path: parent.get(path, fresh[path]) for path in expected}
+    for path in added:
+      if path[1] == "conv2":
+        grown[path] = jax.numpy.zeros_like(grown[path])
+    return convert.unflatten(grown)
 
   def abstract_state(self):
     return jax.eval_shape(self.init_state)
