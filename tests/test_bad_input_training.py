@@ -316,6 +316,43 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_good_one(t
   assert checkpoint.latest_step(workdir) == 4
 
 
+FULL_DISK_TENSORBOARD = """
+import errno, os, runpy, sys
+from tensorboardX import record_writer
+
+flush, flushes = record_writer.RecordWriter.flush, []
+
+def full_disk_after_the_first_flush(self):
+  flushes.append(1)
+  if len(flushes) > 1:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  flush(self)
+
+record_writer.RecordWriter.flush = full_disk_after_the_first_flush
+sys.argv = ["jaxcar.train", *sys.argv[1:]]
+runpy.run_module("jaxcar.train", run_name="__main__")
+"""
+
+
+def test_full_disk_during_a_tensorboard_write_is_one_line(images, tmp_path):
+  """Issue 14, item 11: TensorBoard's events are written by tensorboardX's thread and flushed again at
+  exit, so a full disk printed its error as tracebacks three times. Now: one line naming the folder,
+  exit code 1, the checkpoint kept, nothing else on stderr. A process of its own, for the exit hooks."""
+  workdir = tmp_path / "run"
+  overrides = [f"--config.{o}" for o in (f"data.source={images}", f"data.validation={images}",
+                                         "data.num_workers=0", "batch_size=8", "data.patch_size=16",
+                                         "num_steps=3", "log_every=2", "eval_every=1000", "checkpoint_every=1")]
+  env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+  done = subprocess.run([sys.executable, "-c", FULL_DISK_TENSORBOARD, "--config=dacar4:small",
+                         f"--workdir={workdir}", *overrides], env=env, capture_output=True, text=True,
+                        timeout=600, check=False)
+  lines = [line for line in done.stderr.splitlines() if line.strip()]
+  assert done.returncode == 1 and len(lines) == 1, done.stderr[-3000:]
+  assert str(workdir / writers.TENSORBOARD_DIR) in lines[0] and "No space left on device" in lines[0], lines
+  step = checkpoint.latest_step(workdir)
+  assert step and f"step {step}" in lines[0], lines
+
+
 def test_full_disk_during_a_metrics_write_is_one_line_and_keeps_the_last_good_checkpoint(trained, images,
                                                                                           tmp_path, monkeypatch):
   """Issue 14, item 11: a failed metrics write (ENOSPC) ends the run with one line naming metrics.jsonl

@@ -4,6 +4,7 @@ import datetime
 import json
 import logging
 import time
+from typing import Callable
 
 from etils import epath
 import jax
@@ -37,16 +38,16 @@ class RunWriter:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       # purge_step: TensorBoard hides the interrupted run's events past the checkpoint the same way.
       purge = None if resumed_step is None else resumed_step + 1
-      self._tensorboard = SummaryWriter(str(self.workdir / TENSORBOARD_DIR), purge_step=purge)
+      self._tensorboard = _TensorBoard(
+          SummaryWriter(str(self.workdir / TENSORBOARD_DIR), purge_step=purge), self.workdir / TENSORBOARD_DIR)
 
   def scalars(self, step: int, values: dict):
     if not self.active:
       return
     record = {"step": step, **{k: float(v) for k, v in values.items()}}
     _append_line(self.workdir / METRICS_FILE, json.dumps(record))
-    for name, value in values.items():
-      self._tensorboard.add_scalar(name, float(value), step)
-    self._tensorboard.flush()
+    self._tensorboard.write(lambda events: [events.add_scalar(name, float(value), step)
+                                            for name, value in values.items()])
 
   def image(self, step: int, name: str, image: np.ndarray):
     if not self.active:
@@ -58,11 +59,51 @@ class RunWriter:
       validation.save_png(image, path)
     except OSError as error:
       raise WriteError(_failure(path, error)) from None
-    self._tensorboard.add_image(name, image, step, dataformats="HWC")
+    self._tensorboard.write(lambda events: events.add_image(name, image, step, dataformats="HWC"))
 
   def close(self):
     if self._tensorboard is not None:
       self._tensorboard.close()
+
+
+class _TensorBoard:
+  """tensorboardX's SummaryWriter, whose write failures are one WriteError line.
+
+  It writes from a background thread and flushes again at exit, so after one failure (a full disk) it
+  would print the same error as tracebacks twice more: the first failure stops its thread and marks it
+  closed (attributes of the pinned tensorboardX 2.6.5), and later writes are skipped.
+  """
+
+  def __init__(self, summary_writer, folder):
+    self._writer, self._folder, self._failed = summary_writer, folder, False
+
+  def write(self, add: Callable) -> None:
+    if self._failed:
+      return
+    try:
+      add(self._writer)
+      self._writer.flush()
+    except OSError as error:
+      self._abandon()
+      raise WriteError(_failure(self._folder, error)) from None
+
+  def close(self) -> None:
+    if self._failed:
+      return
+    try:
+      self._writer.close()
+    except OSError as error:
+      self._abandon()
+      raise WriteError(_failure(self._folder, error)) from None
+
+  def _abandon(self) -> None:
+    self._failed = True
+    events = self._writer.file_writer.event_writer
+    events._closed = True  # pylint: disable=protected-access  (its atexit hook then does nothing)
+    try:
+      events._worker.stop()  # pylint: disable=protected-access
+    except (OSError, AttributeError):
+      pass
 
 
 def _append_line(path: epath.Path, line: str) -> None:
