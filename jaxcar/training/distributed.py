@@ -31,6 +31,9 @@ class StopRequest:
 
   Single process: the flag itself. Several: the flags of all processes gathered and or'ed, so all
   of them stop (and save) together; the loop calls it at the same steps on every process.
+  `install` can be called again (a no-op while installed). After `jax.distributed.initialize`, JAX's
+  preemption notifier takes SIGTERM (it only logs "SIGTERM caught") until a handler replaces it, so a
+  multi-process run installs this one first thing, not after its slow start.
   """
 
   def __init__(self):
@@ -38,7 +41,7 @@ class StopRequest:
     self._previous = {}
 
   def install(self):
-    if threading.current_thread() is not threading.main_thread():
+    if self._previous or threading.current_thread() is not threading.main_thread():
       return self  # signal handlers can only be set from the main thread (e.g. not in some test runners)
     for sig in (signal.SIGTERM, signal.SIGINT):
       self._previous[sig] = signal.signal(sig, self._handle)

@@ -2,7 +2,9 @@
 
 Resumes from the latest checkpoint in `workdir` (state, RNG and the data iterator's position), so an
 interrupted run continues with exactly the batch it would have seen. SIGTERM/SIGINT save a checkpoint
-and return cleanly. A non-finite loss stops the run without saving, keeping the last good checkpoint.
+and return cleanly; with several processes, a signal to any one stops all of them at the same step,
+and one that comes while the run starts ends it, on every process, before its first step. A
+non-finite loss stops the run without saving, keeping the last good checkpoint.
 With `config.keep_best`, every validation also offers the state to WORKDIR/best (the best one stays).
 
 Before anything is created or compiled the config is checked (`config_checks.check`), and process 0
@@ -56,19 +58,27 @@ def make_trainer(config, mesh):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Train until `config.num_steps`; returns the last logged metrics (and validation PSNR)."""
   config_checks.check(config)  # first: a bad value costs nothing and leaves no files behind
-  conv.set_backend(config.get("cpu_conv", "auto"))  # runs saved before the field had none
-  devices = mesh_devices(config)
-  _check_batch(config, len(devices))
-  _prepare_workdir(workdir)
-  lock = lock_workdir(workdir)
+  stop = distributed.StopRequest()
+  if jax.process_count() > 1:
+    # Now, not after the slow start (data, compiles, restore): once jax.distributed is up, JAX's own
+    # preemption notifier takes a SIGTERM no handler of ours is there for, and the run would train on.
+    stop.install()
   try:
-    with checkpoint.background_tracebacks_as_info():
-      return _train(config, workdir, devices)
+    conv.set_backend(config.get("cpu_conv", "auto"))  # runs saved before the field had none
+    devices = mesh_devices(config)
+    _check_batch(config, len(devices))
+    _prepare_workdir(workdir)
+    lock = lock_workdir(workdir)
+    try:
+      with checkpoint.background_tracebacks_as_info():
+        return _train(config, workdir, devices, stop)
+    finally:
+      unlock_workdir(lock)
   finally:
-    unlock_workdir(lock)
+    stop.uninstall()
 
 
-def _train(config, workdir, devices) -> dict:
+def _train(config, workdir, devices, stop) -> dict:
   mesh = steps.make_mesh(devices)
   trainer = make_trainer(config, mesh)
   iterator = _train_iterator(config)
@@ -83,7 +93,7 @@ def _train(config, workdir, devices) -> dict:
     state = trainer.init_state()
   else:
     writers.log(f"resumed from the checkpoint at step {start_step} in {workdir}")
-  stop = distributed.StopRequest().install()
+  stop.install()  # (one process: here, so that Ctrl-C while starting interrupts at once)
   best = writer = None
   try:
     checkpoint.write_config(workdir, config)
@@ -127,6 +137,10 @@ def _run(config, trainer, state, step, iterator, managers, examples, writer, sto
   last, pending = {}, []
   stop_every = 1 if jax.process_count() == 1 else config.log_every  # a cross-process check costs a sync
   input_seconds = 0.0  # host time blocked on the data pipeline since the last log
+  if stop.agreed():  # a signal while the run started: nothing new to save
+    writers.log(f"stop requested while starting: stopped before step {step + 1}; rerun the same command to "
+                f"resume")
+    return last
   while step < config.num_steps:
     waiting_since = time.perf_counter()
     batch = steps.global_batch(next(iterator), mesh)
