@@ -1,7 +1,8 @@
 """`python -m benchmarks input`: training patches per second from the Grain pipeline, per worker count.
 
 Times whole batches after a warm-up (which also absorbs worker start-up and the one-off decoded-cache
-build), so the number is the steady rate a training loop would see.
+build), so the number is the steady rate a training loop would see. Also reports the bytes per patch a
+worker ships (uint8 images since issue 16; the train step makes the floats on the device).
 """
 
 import io
@@ -36,7 +37,8 @@ flags.DEFINE_integer("global_size", 0, "also make QGCN's global image of this si
 flags.DEFINE_integer("batch_size", 64, "per-process batch")
 flags.DEFINE_float("seconds", 10.0, "timed seconds per worker count")
 flags.DEFINE_integer("warmup_batches", 10, "untimed batches first")
-flags.DEFINE_bool("record", False, "write the table to benchmarks/results/input.md")
+flags.DEFINE_bool("record", False, "write the table to benchmarks/results/input.md (input_globalN.md with "
+                  "--global_size=N)")
 flags.DEFINE_bool("keep_freed_memory", True,
                   "workers keep freed buffers on the heap (False: an A/B of that choice)")
 flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (CPU time, median of 15 rounds)")
@@ -60,8 +62,9 @@ def cpu_seconds() -> float:
   return total
 
 
-def measure(data_config, workers: int) -> tuple[float, float]:
-  """(patches per wall second, patches per CPU second) with `workers` processes (0 = this process).
+def measure(data_config, workers: int) -> tuple[float, float, float]:
+  """(patches per wall second, patches per CPU second, bytes per patch) with `workers` processes (0 =
+  this process); the bytes are what a worker sends the training process for each patch.
 
   The CPU-second rate is what one worker core delivers, whatever else shares the machine.
   """
@@ -71,13 +74,17 @@ def measure(data_config, workers: int) -> tuple[float, float]:
   for _ in range(FLAGS.warmup_batches):
     next(iterator)
   batches, start, cpu_start = 0, time.perf_counter(), cpu_seconds()
-  while time.perf_counter() - start < FLAGS.seconds:
-    next(iterator)
+  while time.perf_counter() - start < FLAGS.seconds or not batches:
+    batch = next(iterator)
     batches += 1
   patches = batches * FLAGS.batch_size
   rates = patches / (time.perf_counter() - start), patches / (cpu_seconds() - cpu_start)
   iterator.close()  # stops its worker processes before the next count starts its own
-  return rates
+  return (*rates, batch_bytes(batch) / FLAGS.batch_size)
+
+
+def batch_bytes(batch: dict) -> int:
+  return sum(np.asarray(value).nbytes for value in batch.values())
 
 
 def training_input_wait(source: str, workers: int) -> float:
@@ -118,8 +125,10 @@ def stage_costs(data_config) -> list[tuple[str, float]]:
        lambda: jpeg.quantization_tables(data), 1),
       ("degrade_patch (crop, dihedral, encode, decode)",
        lambda: transforms.degrade_patch(image, settings, rng), 1),
-      ("batch + float inputs/maps/targets per batch (used)",
+      ("batch as shipped: uint8 images and one map period (used; the device makes the rest)",
        lambda: transforms.to_model_batch(examples, settings), 64),
+      ("same as host floats (prepare.batch_model_inputs, shipped before issue 16)",
+       lambda: _host_floats(examples, settings), 64),
       ("same, converted per example then batched", lambda: _per_example(examples, settings), 64),
       ("whole batch (pipeline.TrainBatches[k]: all of the above)",
        lambda: batches[int(rng.integers(1 << 20))], FLAGS.batch_size),
@@ -139,6 +148,13 @@ def _cpu_microseconds(fn, number: int = 50, repeat: int = 15) -> float:
   # change the answer little.
   rounds = timeit.repeat(fn, number=number, repeat=repeat, timer=time.process_time)
   return float(np.median(rounds)) / number * 1e6
+
+
+def _host_floats(examples, settings):
+  batch = prepare.batch_model_inputs(np.stack([e["degraded"] for e in examples]),
+                                     np.stack([e["tables"] for e in examples]), settings)
+  batch["targets"] = prepare.to_model_range(np.stack([e["clean"] for e in examples]), settings.value_range)
+  return batch
 
 
 def _per_example(examples, settings):
@@ -162,23 +178,25 @@ def main(argv):
   data_config.global_size = FLAGS.global_size
   rows = []
   for workers in [int(w) for w in FLAGS.workers]:
-    rate, cpu_rate = measure(data_config, workers)
-    rows.append((workers, rate, cpu_rate))
-    print(f"{workers} workers: {rate:,.0f} patches/s, {cpu_rate:,.0f} per CPU second", flush=True)
+    rate, cpu_rate, patch_bytes = measure(data_config, workers)
+    rows.append((workers, rate, cpu_rate, patch_bytes))
+    print(f"{workers} workers: {rate:,.0f} patches/s, {cpu_rate:,.0f} per CPU second, {patch_bytes:,.0f} bytes "
+          "per patch", flush=True)
   table = format_table(rows)
   if FLAGS.train_config:
     table += (f"\n\nTraining `{FLAGS.train_config}` on the same source, {FLAGS.train_steps} steps: share of wall "
               "time the loop waited for input\n\n| workers | input wait |\n|---|---|\n")
     table += "\n".join(f"| {workers} | {training_input_wait(data_config.source, workers):.1%} |"
-                       for workers, _, _ in rows)
+                       for workers, *_ in rows)
   if FLAGS.stages:
     table += "\n\n| stage | CPU us per patch |\n|---|---|\n" + "\n".join(
         f"| {name} | {cost:.0f} |" for name, cost in stage_costs(data_config))
   print(table)
   if FLAGS.record:
-    common.save("input", table + "\n", {"command": format_command(), "table": table, "rows": [
-        {"workers": workers, "patches_per_second": rate, "patches_per_cpu_second": cpu_rate}
-        for workers, rate, cpu_rate in rows]})
+    name = f"input_global{FLAGS.global_size}" if FLAGS.global_size else "input"
+    common.save(name, table + "\n", {"command": format_command(), "table": table, "rows": [
+        {"workers": workers, "patches_per_second": rate, "patches_per_cpu_second": cpu_rate,
+         "bytes_per_patch": patch_bytes} for workers, rate, cpu_rate, patch_bytes in rows]})
 
 
 def format_command() -> str:
@@ -196,10 +214,11 @@ def format_table(rows) -> str:
   lines = [f"Input pipeline, {FLAGS.patch_size}x{FLAGS.patch_size} {FLAGS.color}, "
            f"maps={FLAGS.quantization_maps}, global={FLAGS.global_size}, q in [1, 60], on {machine} "
            f"({os.cpu_count()} cores, load average {load:.1f} at the end): `{command}`", "",
-           "| workers | patches/s (wall) | vs 0 workers | patches per CPU second |", "|---|---|---|---|"]
-  for workers, rate, cpu_rate in rows:
+           "| workers | patches/s (wall) | vs 0 workers | patches per CPU second | bytes per patch shipped |",
+           "|---|---|---|---|---|"]
+  for workers, rate, cpu_rate, patch_bytes in rows:
     ratio = f"{rate / base_rate:.2f}x" if base_rate else "-"
-    lines.append(f"| {workers} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} |")
+    lines.append(f"| {workers} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} | {patch_bytes:,.0f} |")
   return "\n".join(lines)
 
 

@@ -15,7 +15,8 @@ def get_config(arg=None):
   config, variants = common.start(arg)
   common.set_model(config, "carcnn", final_relu=True)  # the seed's ReLU on the output too
   # The seed's 1,000 512x512 JPG/BMP pairs were never published and no named dataset matches them, so
-  # the source stays the embedded photos: point data.source at your own grey folder (or e.g. train400).
+  # the source stays the embedded photos: point data.source at your own grey folder (or e.g. train400),
+  # or at pairs like the seed's with data.source=pairs:DIR (X.jpg beside X.bmp; validation=split:N).
   config.data.source = "embedded"
   config.data.color = "grey"
   config.data.patch_size = 32

@@ -1,17 +1,21 @@
-"""The Grain training pipeline: shapes, ranges, the degradation, determinism, resume, workers, sharding."""
+"""The Grain training pipeline: shapes, ranges, the degradation, determinism, resume, workers, sharding,
+and the device-side conversion of the workers' uint8 batches (bit for bit the host's float inputs)."""
 
 import logging
 import multiprocessing
 import os
 
+import jax
 import numpy as np
 import pytest
 import skimage.data
 import skimage.transform
 from PIL import Image
 
+from jaxcar import cli
 from jaxcar.configs import base
-from jaxcar.data import jpeg, pipeline, prepare
+from jaxcar.data import jpeg, pipeline, prepare, transforms
+from jaxcar.training import steps
 
 PATCH = 16
 
@@ -37,6 +41,12 @@ def take(iterator, count):
   return [next(iterator) for _ in range(count)]
 
 
+def model_values(batch, config) -> dict:
+  """A shipped batch as the train step sees it: model-range float inputs and targets (numpy)."""
+  converted = steps.model_batch(batch, config.value_range, config.global_size)
+  return {**{key: np.asarray(value) for key, value in converted.items()}, "quality": batch["quality"]}
+
+
 def assert_same_batches(first, second):
   assert len(first) == len(second)
   for a, b in zip(first, second):
@@ -48,9 +58,13 @@ def assert_same_batches(first, second):
 def test_rgb_qcn_batch_shapes_ranges_and_maps(photo_folder, tmp_path):
   config = data_config(photo_folder, tmp_path, quality_range=(1, 60), value_range="minus_one_one",
                        quantization_maps=True)
-  batch = next(pipeline.train_iterator(config, batch_size=4, seed=0, process_index=0, process_count=1,
-                                       num_workers=0))
-  assert set(batch) == {"inputs", "targets", "quality"}
+  shipped = next(pipeline.train_iterator(config, batch_size=4, seed=0, process_index=0, process_count=1,
+                                         num_workers=0))
+  assert set(shipped) == {"inputs", "targets", "maps", "quality"}
+  for key in ("inputs", "targets"):  # uint8 from the workers, converted on the device
+    assert shipped[key].shape == (4, PATCH, PATCH, 3) and shipped[key].dtype == np.uint8
+  assert shipped["maps"].shape == (4, 8, 8, 2) and shipped["maps"].dtype == np.float32
+  batch = model_values(shipped, config)
   assert batch["inputs"].shape == (4, PATCH, PATCH, 5) and batch["inputs"].dtype == np.float32
   assert batch["targets"].shape == (4, PATCH, PATCH, 3) and batch["targets"].dtype == np.float32
   assert batch["quality"].shape == (4,) and batch["quality"].dtype == np.int32
@@ -82,8 +96,8 @@ def test_grey_batch_with_global_image_and_each_value_range(photo_folder, tmp_pat
   for value_range, bounds in [("zero_one", (0, 1)), ("zero_255", (0, 255))]:
     config = data_config(photo_folder, tmp_path, color="grey", quality_range=(10, 10), value_range=value_range,
                          quantization_maps=True, global_size=24)
-    batch = next(pipeline.train_iterator(config, batch_size=3, seed=1, process_index=0, process_count=1,
-                                         num_workers=0))
+    batch = model_values(next(pipeline.train_iterator(config, batch_size=3, seed=1, process_index=0,
+                                                      process_count=1, num_workers=0)), config)
     assert batch["inputs"].shape == (3, PATCH, PATCH, 2)
     assert batch["targets"].shape == (3, PATCH, PATCH, 1)
     assert batch["global_inputs"].shape == (3, 24, 24, 1)
@@ -109,11 +123,108 @@ def test_global_image_is_skimages_bicubic_resize(shape):
     np.testing.assert_allclose(got / scale, expected / scale, rtol=0, atol=5e-7, err_msg=f"size {size}")
 
 
+# The configs of a colour QCN (maps, [-1, 1]), a grey network without maps ([0, 1]) and QGCN (grey, maps,
+# the 112x112 global image), at their patch sizes.
+@pytest.mark.parametrize("name", ["qcn", "dacar4:small", "qgcn"])
+def test_device_inputs_equal_the_host_float_inputs(name):
+  """The workers ship uint8 images and one period of the maps; the jitted, sharded conversion gives
+  exactly (bit for bit) the float32 arrays the host path (`prepare.batch_model_inputs`, which
+  evaluation uses) makes from the same patches; QGCN's global image within float32 rounding."""
+  config = cli.load_config(name).data
+  config.quality_range = (1, 60)
+  settings = transforms.PairSettings.from_config(config)
+  astronaut = skimage.data.astronaut()
+  photos = [astronaut[100 * i:100 * i + 96, 90 * i:90 * i + 120] for i in range(4)]
+  if config.color == "grey":
+    photos = [np.asarray(Image.fromarray(photo).convert("L"))[..., None] for photo in photos]
+  rng = np.random.default_rng(0)
+  patches = [transforms.degrade_patch(photos[i % len(photos)], settings, rng) for i in range(16)]
+  host = prepare.batch_model_inputs(np.stack([p["degraded"] for p in patches]),
+                                    np.stack([p["tables"] for p in patches]), settings)
+  host["targets"] = prepare.to_model_range(np.stack([p["clean"] for p in patches]), settings.value_range)
+
+  shipped = transforms.to_model_batch(patches, settings)
+  assert shipped["inputs"].dtype == shipped["targets"].dtype == np.uint8
+  assert "global_inputs" not in shipped  # made on the device
+  mesh = steps.make_mesh()
+  convert = jax.jit(lambda batch: steps.model_batch(batch, settings.value_range, settings.global_size),
+                    in_shardings=steps.batch_sharded(mesh))
+  device = convert(steps.global_batch(shipped, mesh))
+  assert device.keys() == host.keys()
+  for key, expected in host.items():
+    assert device[key].dtype == expected.dtype == np.float32
+    if key == "global_inputs":
+      # The device's matrix products sum in another order than the host BLAS's: not bit for bit, but
+      # within the tolerance pinned against skimage (test_global_image_is_skimages_bicubic_resize).
+      np.testing.assert_allclose(np.asarray(device[key]), expected, atol=5e-7, rtol=0, err_msg=f"{name} {key}")
+    else:
+      np.testing.assert_array_equal(np.asarray(device[key]), expected, err_msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("value_range", prepare.VALUE_RANGES)
+def test_device_conversion_is_exact_for_every_uint8_value_and_any_table(value_range):
+  """Every uint8 value, and maps from 8- and 16-bit tables tiled over sizes that are not multiples of 8."""
+  rng = np.random.default_rng(1)
+  images = rng.permutation(np.tile(np.arange(256, dtype=np.uint8), 2 * 20 * 21 * 3 // 256 + 1))
+  images = images[:2 * 20 * 21 * 3].reshape(2, 20, 21, 3)
+  images[0, :16, :16, 0] = np.arange(256, dtype=np.uint8).reshape(16, 16)  # each value surely present
+  tables = rng.integers(1, 65536, (2, 2, 8, 8)).astype(np.int32)
+  tables[0, 0, 0, :3] = (1, 255, 65535)
+  config = base.get_config().data
+  config.value_range, config.quantization_maps = value_range, True
+  host = prepare.batch_model_inputs(images, tables, config)
+  shipped = {"inputs": images, "targets": images[::-1].copy(),
+             "maps": jpeg.batch_quantization_maps(tables, 8, 8, 3)}
+  device = jax.jit(lambda batch: steps.model_batch(batch, value_range))(shipped)
+  np.testing.assert_array_equal(np.asarray(device["inputs"]), host["inputs"])
+  np.testing.assert_array_equal(np.asarray(device["targets"]), prepare.to_model_range(images[::-1], value_range))
+
+
+def test_files_with_one_two_or_three_tables_share_a_batch():
+  """Real JPEGs (pairs) bring 1-3 tables; each patch's maps are still the host's maps of its own tables."""
+  rng = np.random.default_rng(2)
+  config = base.get_config().data
+  config.update(value_range="minus_one_one", quantization_maps=True, patch_size=PATCH)
+  settings = transforms.PairSettings.from_config(config)
+  patches = [{"degraded": rng.integers(0, 256, (PATCH, PATCH, 3), dtype=np.uint8),
+              "clean": rng.integers(0, 256, (PATCH, PATCH, 3), dtype=np.uint8),
+              "tables": rng.integers(1, 300, (count, 8, 8)), "quality": 0} for count in (1, 2, 3)]
+  device = steps.model_batch(transforms.to_model_batch(patches, settings), config.value_range)
+  for example, patch in zip(np.asarray(device["inputs"]), patches):
+    expected = prepare.model_inputs(patch["degraded"], patch["tables"], config)["inputs"]
+    np.testing.assert_array_equal(example, expected)
+
+
+def test_the_train_step_takes_uint8_batches_as_the_host_floats(photo_folder, tmp_path):
+  """One jitted, sharded train step on a shipped uint8 batch and on the host's float batch: the same
+  loss and parameters, bit for bit."""
+  from jaxcar.training import losses, optim  # pylint: disable=import-outside-toplevel
+  from jaxcar import models  # pylint: disable=import-outside-toplevel
+  config = cli.load_config("dacar4:small")
+  config.data.update(source=str(photo_folder), cache_dir=str(tmp_path), patch_size=PATCH)
+  shipped = next(pipeline.train_iterator(config.data, batch_size=8, seed=0, process_index=0, process_count=1,
+                                         num_workers=0))
+  floats = model_values(shipped, config.data)
+  mesh = steps.make_mesh()
+  model = models.create("dacar4")
+  tx = optim.optimizer(config.optimizer, 2)
+  params = models.init(model, jax.random.PRNGKey(0), PATCH, PATCH)["params"]
+  step = steps.make_train_step(model, tx, losses.mse, mesh, value_range=config.data.value_range)
+  results = []
+  for batch in (shipped, {key: floats[key] for key in ("inputs", "targets")}):
+    state = steps.global_replicated(steps.init_state(params, tx, 0, 0.0), mesh)
+    state, metrics = step(state, steps.global_batch(batch, mesh))
+    results.append((float(metrics["loss"]), [np.asarray(x) for x in jax.tree.leaves(state.params)]))
+  assert results[0][0] == results[1][0]
+  for uint8_leaf, float_leaf in zip(results[0][1], results[1][1]):
+    np.testing.assert_array_equal(uint8_leaf, float_leaf)
+
+
 def test_harder_degradations_run_and_differ(photo_folder, tmp_path):
   config = data_config(photo_folder, tmp_path, quality_range=(10, 10), double_quality_range=(85, 95),
                        rescale_choices=(0.9, 0.6), quantization_maps=True)
-  batch = next(pipeline.train_iterator(config, batch_size=4, seed=0, process_index=0, process_count=1,
-                                       num_workers=0))
+  batch = model_values(next(pipeline.train_iterator(config, batch_size=4, seed=0, process_index=0,
+                                                    process_count=1, num_workers=0)), config)
   assert batch["inputs"].shape == (4, PATCH, PATCH, 5)
   assert np.all((85 <= batch["quality"]) & (batch["quality"] <= 95))
   double_errors, single_errors = [], []
@@ -180,8 +291,9 @@ def test_small_and_bad_images_are_skipped_and_reported(tmp_path, caplog):
                                            num_workers=0), 2)
   assert set(_image_ids(batches)) == {0, 1, 2}
   assert "thin.png" in caplog.text and "broken.png" in caplog.text
+  # Shards are cut from the sorted paths before decoding: process 4 of 5 holds only thin.png.
   with pytest.raises(ValueError, match="usable images"):
-    pipeline.train_dataset(config, batch_size=1, seed=0, process_index=0, process_count=4)
+    pipeline.train_dataset(config, batch_size=1, seed=0, process_index=4, process_count=5)
 
 
 def test_restored_state_continues_with_the_next_batch(photo_folder, tmp_path):

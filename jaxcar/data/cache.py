@@ -10,6 +10,10 @@ the 400 BSDS500 images, 185 MB, hashed in threads on 2 cores): bytes changed aft
 written are never served as pixels; the cache is rebuilt instead, with one warning. A builder killed
 midway leaves a `*.partial` file named after its host and pid; the next build removes those whose
 writer is gone.
+
+A pair of a `pairs:` source is one entry: its decoded JPEG and clean image side by side on the channel
+axis, its JPEG's quantization tables and block grid in the index ("extras"); the fingerprint stamps
+both files. Sources on other file systems (gs://) are stamped through epath; the cache stays local.
 """
 
 import concurrent.futures
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxcar import paths as jaxcar_paths
-from jaxcar.data import sources
+from jaxcar.data import pairs, sources
 
 _FORMAT = 1  # bump when the decoding rules in sources.load_image change
 _STALE_AFTER_S = 3600  # a *.partial not written to for this long has no live writer (any host)
@@ -47,6 +51,11 @@ class DecodedImages:
     self.shapes = [tuple(shape) for shape in index["shapes"]]
     self.offsets = index["offsets"]
     self.skipped = index["skipped"]
+    # Per pair: its JPEG's tables as an array once here, not per patch (a list-to-array copy per patch
+    # cost more than cropping it).
+    self.extras = [None if extra is None else {"tables": np.asarray(extra["tables"], np.int32),
+                                               "grid": int(extra["grid"])}
+                   for extra in index.get("extras") or [None] * len(self.paths)]
     self._data = None
 
   def __len__(self) -> int:
@@ -61,8 +70,14 @@ class DecodedImages:
   def subset(self, indices: list[int]) -> "DecodedImages":
     """The same cache restricted to `indices` (in that order)."""
     index = {"paths": [self.paths[i] for i in indices], "shapes": [self.shapes[i] for i in indices],
-             "offsets": [self.offsets[i] for i in indices], "skipped": self.skipped}
+             "offsets": [self.offsets[i] for i in indices], "skipped": self.skipped,
+             "extras": [self.extras[i] for i in indices]}
     return DecodedImages(self.data_path, index)
+
+  def pair(self, i: int) -> tuple[np.ndarray, int] | None:
+    """(quantization tables (n, 8, 8) int32, block grid) of entry i if it is a real JPEG pair, else None."""
+    extra = self.extras[i]
+    return None if extra is None else (extra["tables"], extra["grid"])
 
   def __getstate__(self):
     return {**self.__dict__, "_data": None}
@@ -126,16 +141,25 @@ def _changed_images(index: dict, data_path: Path) -> list[str]:
 def _fingerprint(paths: list[str], color: str) -> str:
   digest = hashlib.sha256(f"{_FORMAT}|{color}".encode())
   for path in paths:
-    stat = os.stat(path)
-    digest.update(f"|{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    files = pairs.split(path) if pairs.is_pair(path) else (path,)
+    digest.update("".join(_stamp(file) for file in files).encode())
   return f"{color}-{len(paths)}-{digest.hexdigest()[:24]}"
+
+
+def _stamp(path: str) -> str:
+  """|path|size|mtime: what changes when the file does (epath's mtime, in seconds, for a URI)."""
+  if sources.is_uri(path):
+    stat = sources.as_path(path).stat()
+    return f"|{path}|{stat.length}|{stat.mtime}"
+  stat = os.stat(path)
+  return f"|{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _build(paths: list[str], color: str, data_path: Path, index_path: Path) -> None:
   """Decodes every file once (threads: Pillow releases the GIL while decoding) and writes atomically."""
   _remove_stale_partials(data_path.parent)
   logging.info("decoding %d images into %s (once; later runs map it)", len(paths), data_path)
-  index = {"paths": [], "shapes": [], "offsets": [], "digests": [], "skipped": {}}
+  index = {"paths": [], "shapes": [], "offsets": [], "digests": [], "skipped": {}, "extras": []}
   handle, partial = _make_partial(data_path)
   try:
     with os.fdopen(handle, "wb") as out, concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -143,6 +167,8 @@ def _build(paths: list[str], color: str, data_path: Path, index_path: Path) -> N
         if isinstance(result, str):
           index["skipped"][path] = result
           continue
+        result, extra = result if isinstance(result, tuple) else (result, None)
+        index["extras"].append(extra)
         data = np.ascontiguousarray(result).tobytes()
         index["paths"].append(path)
         index["shapes"].append(list(result.shape))
@@ -204,8 +230,8 @@ def _running(pid: int) -> bool:
 
 
 def _try_load(path: str, color: str):
-  """The decoded image, or the reason it cannot be used (a string)."""
+  """The decoded image (a pair: (stacked pixels, extras)), or the reason it cannot be used (a string)."""
   try:
-    return sources.load_image(path, color)
+    return pairs.load_pair(path, color) if pairs.is_pair(path) else sources.load_image(path, color)
   except sources.ImageError as error:
     return str(error).removeprefix(f"{path}: ")

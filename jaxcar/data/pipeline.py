@@ -1,7 +1,9 @@
-"""The Grain training pipeline: decoded images -> shard -> batches of degraded patches -> workers.
+"""The Grain training pipeline: paths -> this process's shard -> decoded images -> batches -> workers.
 
-The per-example step stays in uint8 (crop, flip, JPEG round trip, tables); the float conversion and
-the quantization maps are made per batch, where numpy runs at memory speed instead of call overhead.
+The per-example step stays in uint8 (crop, flip, JPEG round trip, tables), and so do the batches the
+workers ship: uint8 images and one 8x8 period of the quantization maps (`transforms.to_model_batch`),
+a fifth of the bytes of floats. The jitted train step makes the model's floats from them on the device
+(`training.steps.model_batch`), bit for bit what `prepare.batch_model_inputs` gives on the host.
 
 Deterministic for a seed: a batch is a pure function of the seed and its number, so the batches do
 not depend on the worker count, and the iterator state (get_state/set_state, or
@@ -53,16 +55,22 @@ def train_dataset(data_config, *, batch_size: int, seed: int, process_index: int
     process_index, process_count = _jax_process()
   settings = transforms.PairSettings.from_config(data_config)
   paths, _ = sources.training_and_validation(data_config.source, data_config.get("validation", ""))
-  images = cache.decoded_images(data_config.source, data_config.color, data_config.get("cache_dir"), paths)
+  if len(paths) < process_count:
+    raise ValueError(f"{data_config.source}: {len(paths)} images cannot feed {process_count} processes "
+                     f"(each needs usable images of its own)")
+  # Shard the sorted list before decoding (the same split on every host): each host reads, decodes
+  # and caches only its own files, which on a pod reading gs:// is 1/process_count of the traffic.
+  shard = paths[process_index::process_count]
+  what = data_config.source if process_count == 1 else f"{data_config.source} (process {process_index}'s shard)"
+  images = cache.decoded_images(what, data_config.color, data_config.get("cache_dir"), shard)
   usable = large_enough(images, settings.crop_size)
-  if len(usable) < process_count:
-    raise ValueError(
-        f"{data_config.source}: {len(usable)} usable images cannot feed {process_count} processes")
+  if not usable:
+    raise ValueError(f"{what}: no usable images ({len(shard)} files, all smaller than the "
+                     f"{settings.crop_size}x{settings.crop_size} crop or unreadable)")
   # Different processes hold different images but the same batch numbers: fold the process in so
   # their crops and qualities are not drawn in lockstep.
   process_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
-  batches = TrainBatches(images.subset(usable[process_index::process_count]), settings, batch_size,
-                         process_seed)
+  batches = TrainBatches(images.subset(usable), settings, batch_size, process_seed)
   # Grain's default reads ahead 500 elements on 16 threads: here 500 batches (GBs) per process, and
   # threads fighting over the GIL. One thread per process, a few batches ahead, is enough: parallelism
   # comes from worker processes.
@@ -95,9 +103,16 @@ class TrainBatches:
     n = len(self.images)
     examples = np.arange(k * self.batch_size, (k + 1) * self.batch_size)
     rng = np.random.default_rng([self.seed, _CROPS, k])
-    patches = [transforms.degrade_patch(self.images[int(self.order(epoch)[position])], self.settings, rng)
+    patches = [self.patch(int(self.order(epoch)[position]), rng)
                for epoch, position in zip(*np.divmod(examples, n))]
     return transforms.to_model_batch(patches, self.settings)
+
+  def patch(self, i: int, rng: np.random.Generator) -> dict:
+    """Image i's example: a clean image degraded here, or an aligned crop of a real JPEG pair."""
+    pair = self.images.pair(i)
+    if pair is None:
+      return transforms.degrade_patch(self.images[i], self.settings, rng)
+    return transforms.aligned_pair_patch(self.images[i], *pair, self.settings, rng)
 
   def order(self, epoch: int) -> np.ndarray:
     """The permutation of the images in `epoch` (the last one is kept: a batch rarely spans two)."""

@@ -76,9 +76,17 @@ def batch_model_inputs(decoded: np.ndarray, tables: np.ndarray, data_config) -> 
   parts = [to_model_range(decoded, data_config.value_range)] + ([] if maps is None else [maps])
   result = {"inputs": _stack_channels(parts)}
   if data_config.global_size > 0:
-    result["global_inputs"] = np.stack(
-        [global_image(image, data_config.global_size, data_config.value_range) for image in decoded])
+    result["global_inputs"] = global_images(decoded, data_config.global_size, data_config.value_range)
   return result
+
+
+def global_images(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray:
+  """global_image of each (H, W, C) uint8 image of a batch -> (B, size, size, C) float32, each written
+  in place (np.stack would copy the batch's ~10 MB once more)."""
+  out = np.empty((len(decoded), size, size, decoded.shape[-1]), np.float32)
+  for image, image_out in zip(decoded, out):
+    global_image(image, size, value_range, out=image_out)
+  return out
 
 
 def _stack_channels(parts: list[np.ndarray]) -> np.ndarray:
@@ -96,7 +104,7 @@ def _stack_channels(parts: list[np.ndarray]) -> np.ndarray:
   return out
 
 
-def global_image(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray:
+def global_image(decoded: np.ndarray, size: int, value_range: str, out: np.ndarray | None = None) -> np.ndarray:
   """The whole image resized to size x size (QGCN's global branch input), in the value range.
 
   skimage.transform.resize(decoded, (size, size), order=3) (defaults: mode="reflect", clip=True, Gaussian
@@ -105,6 +113,7 @@ def global_image(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray
   interpolation), so here it is two products with cached float32 matrices, clipped to the input's range
   as skimage does: 6x cheaper on 64x64 training patches than float64 products without BLAS, 20x
   cheaper than skimage on whole images (`python -m benchmarks input --stages --global_size=112`).
+  Written into `out` (size, size, C) float32 when given.
   """
   height, width, channels = decoded.shape
   # Rows of (H, C) with W last, centred on 0: exact in float32, and half the rounding of uint8 values.
@@ -112,14 +121,29 @@ def global_image(decoded: np.ndarray, size: int, value_range: str) -> np.ndarray
   data -= 128.0
   across = _times_matrix(data, _resize_matrix(width, size))  # (H * C, x)
   data = np.ascontiguousarray(across.reshape(height, channels * size).T)  # (C * x, H)
-  resized = _times_matrix(data, _resize_matrix(height, size)).reshape(channels, size, size).transpose(2, 1, 0)
-  # skimage clips to the input's range; then back from centred uint8 units to the value range
+  resized = _times_matrix(data, _resize_matrix(height, size))  # (C * x, y)
+  # skimage clips to the input's range; then back from centred uint8 units to the value range. All
+  # elementwise, so done in the products' own contiguous layout, before one transposing copy.
   scale, offset = _affine(value_range)
-  out = np.empty((size, size, channels), np.float32)
-  np.clip(resized, float(decoded.min()) - 128.0, float(decoded.max()) - 128.0, out=out)
-  out *= np.float32(scale)
-  out += np.float32(offset + 128.0 * scale)
+  np.clip(resized, float(decoded.min()) - 128.0, float(decoded.max()) - 128.0, out=resized)
+  resized *= np.float32(scale)
+  resized += np.float32(offset + 128.0 * scale)
+  if out is None:
+    out = np.empty((size, size, channels), np.float32)
+  # (C, x, y) -> (y, x, C) one channel at a time: long strided loops instead of a 3-element inner loop
+  # per pixel: clip, scale and this copy take 29 us at 112x112x3, the clip on the transposed view 52.
+  for channel, plane in enumerate(resized.reshape(channels, size, size)):
+    out[..., channel] = plane.T
   return out
+
+
+def global_image_constants(height: int, width: int, size: int, value_range: str):
+  """What global_image applies to an (height, width, C) image, for the train step to apply on the
+  device (`training.steps.model_batch`): (width matrix (width, size), height matrix (height, size),
+  scale, offset), with value = clip(centred image @ matrices) * scale + offset, centred = uint8 - 128."""
+  scale, offset = _affine(value_range)
+  return (_resize_matrix(width, size), _resize_matrix(height, size), np.float32(scale),
+          np.float32(offset + 128.0 * scale))
 
 
 # OpenBLAS runs a product on one thread while m*n*k <= 65536 * GEMM_MULTITHREAD_THRESHOLD (4 by default;

@@ -3,14 +3,20 @@
 A source is "embedded" (real photographs bundled inside scikit-image, so a new user can train without
 downloading anything; "embedded:validation" is the two of them held out from training), a named
 dataset under the shared folder (`DATASETS`), a folder (searched recursively, sorted), or a .txt file
-listing one image path per line (relative paths are taken from the list's folder). Several sources
-joined by commas are one source. A validation source "split:N" is N images of the training source,
-which training then leaves out (`training_and_validation`).
+listing one image path per line (relative paths are taken from the list's folder), or "pairs:DIR", real
+JPEGs with their clean originals (`jaxcar.data.pairs`). Several sources joined by commas are one source.
+A validation source "split:N" is N images of the training source, which training then leaves out
+(`training_and_validation`).
+
+Folders, lists and files may be on any file system etils.epath reaches (`gs://bucket/...` on a TPU
+pod); local paths go through pathlib exactly as before.
 """
 
+import io
 import logging
 from pathlib import Path
 
+from etils import epath
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -50,6 +56,7 @@ DATASETS = {
 }
 FETCHED_AS = {"bsd100": "bsds500", "live1_color": "live1", "live1_gray": "live1"}
 SPLIT_PREFIX = "split:"
+PAIRS_PREFIX = "pairs:"
 
 
 class ImageError(ValueError):
@@ -68,15 +75,41 @@ def list_images(source: str | Path) -> list[str]:
                                                                 fetch=FETCHED_AS.get(name, name)))]
   if str(source) in EMBEDDED_SOURCES:
     return _embedded_paths(EMBEDDED_SOURCES[str(source)])
-  path = Path(source).expanduser()
+  if str(source).startswith(PAIRS_PREFIX):
+    from jaxcar.data import pairs  # pylint: disable=import-outside-toplevel  (pairs builds on this module)
+    return pairs.list_pairs(str(source)[len(PAIRS_PREFIX):])
+  path = as_path(source)
   if path.is_dir():
-    found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = sorted(p for p in files_under(path) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
     if not found:
       raise FileNotFoundError(f"image folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} files")
     return found
   if path.is_file() and path.suffix.lower() == ".txt":
     return _listed_paths(path)
-  raise FileNotFoundError(f"image source {source} not found: give {' or '.join(map(repr, EMBEDDED_SOURCES))}, a folder or a .txt list")
+  raise FileNotFoundError(f"image source {source} not found: give {' or '.join(map(repr, EMBEDDED_SOURCES))}, "
+                          f"a folder, a .txt list or pairs:DIR")
+
+
+def is_uri(path) -> bool:
+  """Whether `path` names a file on another file system (gs://, s3://, ...), read through epath."""
+  return "://" in str(path)
+
+
+def as_path(path):
+  """pathlib.Path for a local path (unchanged behaviour), etils epath.Path for a URI such as gs://."""
+  return epath.Path(str(path)) if is_uri(path) else Path(path).expanduser()
+
+
+def files_under(folder) -> list[str]:
+  """Every file below `folder`, recursively. epath refuses `**` globs on GCS (one request per folder
+  level is what walk() does anyway), so URIs are walked; local folders keep pathlib's rglob."""
+  if not is_uri(folder):
+    return [str(p) for p in Path(folder).rglob("*") if p.is_file()]
+  return [str(epath.Path(top) / name) for top, _, names in epath.Path(str(folder)).walk() for name in names]
+
+
+def read_bytes(path) -> bytes:
+  return as_path(path).read_bytes()
 
 
 def training_and_validation(source: str, validation: str) -> tuple[list[str], list[str]]:
@@ -108,22 +141,37 @@ def _listed_paths(list_file: Path) -> list[str]:
   """The files a .txt list names; those that do not exist are skipped and logged once (with the count),
   so training, validation and evaluation all go on with the rest. An error only if none is left."""
   lines = [line.strip() for line in list_file.read_text().splitlines()]
-  paths = [str((list_file.parent / line).resolve()) for line in lines if line and not line.startswith("#")]
+  paths = [_listed_path(list_file, line) for line in lines if line and not line.startswith("#")]
   if not paths:
     raise FileNotFoundError(f"image list {list_file} names no files")
-  found = [path for path in paths if Path(path).is_file()]
+  found = [path for path in paths if as_path(path).is_file()]
   present = set(found)
   missing = {path: "listed but not found" for path in paths if path not in present}
   if not found:
     raise FileNotFoundError(f"image list {list_file}: none of its {len(paths)} files exists (e.g. {paths[0]})")
-  key = (str(list_file.resolve()), tuple(sorted(missing)))
+  key = (str(list_file if is_uri(list_file) else list_file.resolve()), tuple(sorted(missing)))
   if missing and key not in _reported_lists:
     _reported_lists.add(key)
     report_skipped(missing, f"image list {list_file}")
   return found
 
 
-def load_image(path: str | Path, color: str) -> np.ndarray:
+def _listed_path(list_file, line: str) -> str:
+  """A line of a list: a URI as it is, else a path relative to the list's folder (local: resolved)."""
+  if is_uri(line):
+    return line
+  if is_uri(list_file):
+    return str(list_file.parent / line)
+  return str((list_file.parent / line).resolve())
+
+
+def open_image(path) -> Image.Image:
+  """Image.open of a local path, or of a URI's bytes read in one request (Pillow seeks back and forth,
+  which costs a round trip each on a remote file system)."""
+  return Image.open(io.BytesIO(read_bytes(path))) if is_uri(path) else Image.open(path)
+
+
+def load_image(path: str | Path, color: str, orient: bool = True) -> np.ndarray:
   """Decodes one file into uint8 (H, W, 3) for "rgb" or (H, W, 1) for "grey".
 
   EXIF orientation is applied; 16-bit samples are scaled to 8 bits (v / 257, rounded); alpha is
@@ -131,13 +179,14 @@ def load_image(path: str | Path, color: str) -> np.ndarray:
   its ICC profile). "grey" keeps a grey file's own values; a colour file becomes its BT.601 luma as
   MATLAB `rgb2ycbcr` computes it (Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255, range 16-235,
   rounded). Raises ImageError (one line naming the file) for anything unreadable. Pillow's
-  decompression-bomb guard stays on.
+  decompression-bomb guard stays on. orient=False keeps the stored orientation (a pair's clean file
+  must stay aligned with its JPEG's block grid).
   """
   if color not in COLORS:
     raise ValueError(f"color must be one of {COLORS}, got {color!r}")
   try:
-    with Image.open(path) as image:
-      image = ImageOps.exif_transpose(image)
+    with open_image(path) as image:
+      image = ImageOps.exif_transpose(image) if orient else image
       pixels, is_grey = _to_uint8(image)
   except ImageError as error:
     raise ImageError(f"{path}: {error}") from None

@@ -110,10 +110,27 @@ _TABLES_SEEN = {}
 
 
 def to_model_batch(patches: list[dict], settings: PairSettings) -> dict:
-  """degrade_patch outputs -> {"inputs", "targets", ["global_inputs"], "quality"} (B, ...) arrays."""
-  batch = prepare.batch_model_inputs(np.stack([p["degraded"] for p in patches]),
-                                     np.stack([p["tables"] for p in patches]), settings)
-  batch["targets"] = prepare.to_model_range(np.stack([p["clean"] for p in patches]), settings.value_range)
+  """degrade_patch outputs -> the batch a worker ships (BUILD_NOTES.md, Layout), (B, ...) arrays:
+  {"inputs", "targets": uint8 images, ["maps": (B, 8, 8, 1 or 2) float32], "quality"}.
+
+  The images stay uint8 and the quantization maps stay one 8x8 period: the jitted train step makes
+  the model's float inputs from them (`training.steps.model_batch`), bit for bit what
+  `prepare.batch_model_inputs` gives on the host. Shipping floats cost a worker ~5x the bytes per
+  patch (131 vs 25 kB for 64x64 RGB with maps), and copying them into shared memory ~65 us per patch.
+  QGCN's global image (`settings.global_size`) is not shipped either: the step makes it from `inputs`
+  with the host's resize matrices, within float32 rounding of `prepare.global_images` (150 kB per
+  patch saved).
+  """
+  degraded = np.stack([p["degraded"] for p in patches])
+  batch = {"inputs": degraded, "targets": np.stack([p["clean"] for p in patches])}
+  if settings.quantization_maps:
+    # The maps repeat with an 8-pixel period from pixel (0, 0): the host's own map code on an 8x8
+    # patch gives that period exactly, and the device only tiles it (a copy, no arithmetic). Only the
+    # tables the maps use are stacked (luma; chroma, or luma again for a one-table file), so files with
+    # 1, 2 or 3 tables can share a batch.
+    channels = degraded.shape[-1]
+    used = [p["tables"][[0] if channels == 1 else [0, min(1, len(p["tables"]) - 1)]] for p in patches]
+    batch["maps"] = jpeg.batch_quantization_maps(np.stack(used), GRID, GRID, channels)
   batch["quality"] = np.array([p["quality"] for p in patches], np.int32)
   return batch
 
@@ -170,3 +187,32 @@ def double_compress(clean: np.ndarray, first_quality: int, s: PairSettings, rng:
   second_quality = int(rng.integers(s.double_quality_range[0], s.double_quality_range[1] + 1))
   data = jpeg.compress(np.ascontiguousarray(once[window]), second_quality, subsampling)
   return np.ascontiguousarray(clean[window]), second_quality, data
+
+
+def aligned_pair_patch(pair: np.ndarray, tables: np.ndarray, grid: int, settings: PairSettings,
+                       rng: np.random.Generator) -> dict:
+  """A patch of a real (JPEG, clean) pair, as degrade_patch returns one; "quality" is 0 (unknown).
+
+  `pair` is (H, W, 2C): the decoded JPEG's channels, then the clean image's. The crop starts on the
+  JPEG's block grid (8, or 16 with subsampled chroma) so the quantization maps, tiled from the patch's
+  pixel (0, 0), stay on its blocks. A flip or rotation keeps that only when the patch is a whole number
+  of grid cells (the far edge becomes the origin); a transposing one also transposes the tables, since
+  a transposed block's DCT coefficients are the original's transposed. Otherwise the patch stays as is.
+  """
+  size = settings.patch_size
+  top = grid * int(rng.integers((pair.shape[0] - size) // grid + 1))
+  left = grid * int(rng.integers((pair.shape[1] - size) // grid + 1))
+  crop = pair[top:top + size, left:left + size]
+  which = int(rng.integers(8)) if settings.dihedral else 0
+  if which and size % grid == 0:
+    crop, tables = dihedral_array(crop, which), (tables.transpose(0, 2, 1) if which % 2 else tables)
+  channels = pair.shape[-1] // 2
+  return {"clean": np.ascontiguousarray(crop[..., channels:]),
+          "degraded": np.ascontiguousarray(crop[..., :channels]), "tables": tables, "quality": 0}
+
+
+def dihedral_array(image: np.ndarray, which: int) -> np.ndarray:
+  """One of the 8 rotations/reflections of an (H, W, C) array: `which` % 4 quarter turns, after a
+  left-right flip when `which` >= 4. Odd `which` swap the axes (a transpose is part of it)."""
+  flipped = image[:, ::-1] if which >= 4 else image
+  return np.rot90(flipped, which % 4)

@@ -112,6 +112,7 @@ def _model(config):
 def _data(data):
   p = "data."
   _string(data, "source", p, empty_ok=False)
+  _sources(data, "source", p)
   _choice(data, "color", p, sources.COLORS)
   _int(data, "patch_size", p, minimum=PATCH_GRID)
   _qualities(data, "quality_range", p)
@@ -132,6 +133,7 @@ def _data(data):
   _int(data, "prefetch_buffer_size", p, minimum=1 if data.get("num_workers", 0) > 0 else 0)
   _string(data, "cache_dir", p)
   _string(data, "validation", p)
+  _sources(data, "validation", p)
   validation = data.get("validation", "")
   if isinstance(validation, str) and validation.startswith(sources.SPLIT_PREFIX):
     count = validation[len(sources.SPLIT_PREFIX):]
@@ -143,6 +145,16 @@ def _data(data):
     if not _is_int(value) or not low <= value <= high:
       _fail(p + "validation_quality", value, f"an integer in [{low}, {high}]")
   _bool(data, "jpeg_consistency", p)
+
+
+def _sources(data, name: str, prefix: str):
+  """Each comma-joined part of a source that says `pairs:` names a folder after it."""
+  value = data.get(name, "")
+  if not isinstance(value, str):
+    return
+  for part in (part.strip() for part in value.split(",")):
+    if part.startswith(sources.PAIRS_PREFIX) and not part[len(sources.PAIRS_PREFIX):].strip():
+      _fail(prefix + name, value, f"{sources.PAIRS_PREFIX}DIR, a folder of X.jpg + X.png/X.bmp pairs")
 
 
 def _optimisation(config):

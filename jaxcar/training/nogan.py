@@ -49,9 +49,14 @@ class NoGANTrainer:
     self.perceptual = self._perceptual_loss()
     shard = dict(in_shardings=(steps.replicated(mesh), steps.batch_sharded(mesh)),
                  out_shardings=(steps.replicated(mesh), steps.replicated(mesh)), donate_argnums=0)
-    self._steps = [jax.jit(steps.with_split_batch(fn, mesh), **shard)
+    self._steps = [jax.jit(steps.with_split_batch(self._on_model_batch(fn), mesh), **shard)
                    for fn in (self._generator_step, self._discriminator_step, self._adversarial_step)]
     self._apply = steps.make_apply(self.generator, mesh)
+
+  def _on_model_batch(self, step_fn):
+    """step_fn on the model's float inputs, made on the device from the workers' uint8 batch."""
+    value_range, global_size = self.config.data.value_range, self.config.data.global_size
+    return lambda state, batch: step_fn(state, steps.model_batch(batch, value_range, global_size))
 
   def _adam(self, learning_rate):
     opt = self.config.optimizer

@@ -15,6 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import optax
 
+from jaxcar.data import prepare
 from jaxcar.ops import conv
 
 DATA_AXIS = "data"
@@ -43,7 +44,8 @@ def batch_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-DEVICE_KEYS = ("inputs", "global_inputs", "targets")  # what a train step reads (not the loader's "quality")
+# What a train step reads (not the loader's "quality"); "maps" only in batches from the workers.
+DEVICE_KEYS = ("inputs", "maps", "global_inputs", "targets")
 
 
 def global_batch(local_batch: dict, mesh) -> dict:
@@ -57,6 +59,54 @@ def global_replicated(tree, mesh):
   """Host data every process holds in full -> replicated global arrays."""
   sharding = replicated(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def model_batch(batch: dict, value_range: str | None, global_size: int = 0) -> dict:
+  """A batch as the workers ship it -> the model's float32 inputs and targets; traced inside the steps.
+
+  Workers send uint8 `inputs`/`targets` and one 8x8 period of the quantization maps (`maps`;
+  `transforms.to_model_batch`), a fifth of the bytes of floats. Here they become exactly the arrays
+  `prepare.batch_model_inputs` makes on the host: each uint8 value is looked up in a 256-entry table
+  of the host's own `to_model_range` values (arithmetic here could round differently: a compiler may
+  fuse x * scale + offset into one FMA), and the maps are the period tiled (a copy). With
+  `global_size` > 0 (config.data.global_size), QGCN's global image is made here too (`_global_images`),
+  within float32 rounding of the host's (a matrix product), not bit for bit. A batch whose `inputs`
+  are already floats (tests, the step benchmark) passes through unchanged.
+  """
+  if batch["inputs"].dtype != jnp.uint8:
+    return batch
+  if value_range is None:
+    raise ValueError("a uint8 batch needs the data's value_range to become model inputs")
+  table = jnp.asarray(prepare.to_model_range(np.arange(256, dtype=np.uint8), value_range))
+  image = table[batch["inputs"].astype(jnp.int32)]
+  inputs = image
+  if "maps" in batch:
+    period = batch["maps"]
+    height, width = image.shape[1:3]
+    maps = jnp.tile(period, (1, -(-height // period.shape[1]), -(-width // period.shape[2]), 1))
+    inputs = jnp.concatenate([image, maps[:, :height, :width].astype(image.dtype)], axis=-1)
+  result = {"inputs": inputs, "targets": table[batch["targets"].astype(jnp.int32)]}
+  if global_size > 0:
+    result["global_inputs"] = _global_images(batch["inputs"], global_size, value_range)
+  return result
+
+
+def _global_images(images: jax.Array, size: int, value_range: str) -> jax.Array:
+  """`prepare.global_images` of (B, H, W, C) uint8 on the device: the same cached resize matrices, in
+  the same order, clip and scale: workers shipping the 112x112 float32 images (150 kB per patch) spent
+  more on shared-memory page faults than on the patch. HIGHEST: TPUs would otherwise use bf16 passes."""
+  height, width = images.shape[1:3]
+  across_width, across_height, scale, offset = prepare.global_image_constants(height, width, size, value_range)
+  highest = jax.lax.Precision.HIGHEST
+  # As einsums over the channels-last images: on CPU within 6e-8 of the host's products, 95% bit for
+  # bit; flattening them to 2-D dots first (less CPU) strayed up to 5.4e-7, past the pinned 5e-7.
+  centred = images.astype(jnp.float32) - 128.0
+  across = jnp.einsum("bhwc,wx->bhxc", centred, across_width, precision=highest)
+  resized = jnp.einsum("bhxc,hy->byxc", across, across_height, precision=highest)
+  # skimage clips to each image's own range (all channels), as prepare.global_image does.
+  low = jnp.min(images, axis=(1, 2, 3), keepdims=True).astype(jnp.float32) - 128.0
+  high = jnp.max(images, axis=(1, 2, 3), keepdims=True).astype(jnp.float32) - 128.0
+  return jnp.clip(resized, low, high) * scale + offset
 
 
 def model_inputs(batch: dict) -> tuple:
@@ -76,10 +126,15 @@ def ema_update(ema, params, decay: float):
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
-def make_train_step(model, tx, loss_fn: Callable, mesh, ema_decay: float = 0.0):
-  """`step(state, batch) -> (state, metrics)`, jitted with shardings and the state donated."""
+def make_train_step(model, tx, loss_fn: Callable, mesh, ema_decay: float = 0.0, value_range: str | None = None,
+                    global_size: int = 0):
+  """`step(state, batch) -> (state, metrics)`, jitted with shardings and the state donated.
+
+  `value_range` and `global_size` (config.data's) turn the workers' uint8 batches into model inputs
+  on the device (`model_batch`); float batches need neither."""
 
   def step(state: TrainState, batch: dict):
+    batch = model_batch(batch, value_range, global_size)
     rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
 
     def loss_of(params):

@@ -16,7 +16,7 @@ class SupervisedTrainer:
     self.size_multiple = models.size_multiple(self.model)  # whole validation images are padded to it
     self.tx = optim.optimizer(config.optimizer, config.num_steps)
     self._step = steps.make_train_step(self.model, self.tx, losses.pixel_loss(config.loss), mesh,
-                                       config.ema_decay)
+                                       config.ema_decay, config.data.value_range, config.data.global_size)
     self._apply = steps.make_apply(self.model, mesh)
 
   def init_state(self) -> steps.TrainState:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxcar import metrics, predict
-from jaxcar.data import jpeg, prepare, sources
+from jaxcar.data import jpeg, pairs, prepare, sources
 
 
 
@@ -34,16 +34,19 @@ def load(data_config, size_multiple: int = 1) -> list[Example]:
 
 
 def _example(path: str, data_config, size_multiple: int) -> Example:
-  clean = sources.load_image(path, data_config.color)
-  encoded = jpeg.compress(clean, data_config.validation_quality, data_config.subsampling)
-  compressed = jpeg.decode(encoded, data_config.color)
+  if pairs.is_pair(path):  # a real JPEG and its original: its own degradation and tables
+    clean, compressed, tables = pairs.validation_example(path, data_config.color)
+  else:
+    clean = sources.load_image(path, data_config.color)
+    encoded = jpeg.compress(clean, data_config.validation_quality, data_config.subsampling)
+    compressed, tables = jpeg.decode(encoded, data_config.color), jpeg.quantization_tables(encoded)
   height, width = (predict.round_up(s, size_multiple) for s in compressed.shape[:2])
   padded = predict.pad_bottom_right(compressed, height, width)
-  inputs = prepare.model_inputs(padded, jpeg.quantization_tables(encoded), data_config)
+  inputs = prepare.model_inputs(padded, tables, data_config)
   if data_config.global_size > 0:  # QGCN's global view is of the real image, not the padding
     inputs["global_inputs"] = prepare.global_image(compressed, data_config.global_size, data_config.value_range)
   batched = {k: v[None] for k, v in inputs.items()}
-  return Example(path.rsplit("/", 1)[-1], clean, compressed, batched)
+  return Example(pairs.name(path) if pairs.is_pair(path) else path.rsplit("/", 1)[-1], clean, compressed, batched)
 
 
 def evaluate(forward, examples: list[Example], value_range: str) -> tuple[dict, list[np.ndarray]]:
