@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from jaxcar import convert, models, predict, zoo
-from jaxcar.data import consistency, prepare
+from jaxcar.data import consistency, jpeg_file, prepare
 
 MANIFEST_SUFFIX = ".json"  # an export `x.safetensors` is described by `x.safetensors.json`
 
@@ -36,19 +36,27 @@ class LoadedModel:
     return prepared["inputs"], prepared.get("global_inputs")
 
   def restore(self, decoded: np.ndarray, tables: np.ndarray, plan: predict.Plan = predict.Plan(),
-              progress: Callable[[], None] | None = None) -> np.ndarray:
-    """The restored uint8 image (the network's channels) of a decoded JPEG and its tables."""
+              progress: Callable[[], None] | None = None,
+              stored: jpeg_file.StoredPlanes | None = None) -> np.ndarray:
+    """The restored uint8 image (the network's channels) of a decoded JPEG and its tables; `stored`
+    (the colour JPEG's own planes) lets a colour model's output be projected, as `finish` says."""
     output = predict.run(self.predictor, *self.inputs(decoded, tables), plan, progress)
-    return self.finish(output, decoded, tables)
+    return self.finish(output, decoded, tables, stored)
 
-  def finish(self, output: np.ndarray, decoded: np.ndarray, tables: np.ndarray) -> np.ndarray:
-    """The restored uint8 image for a decoded JPEG; with `data.jpeg_consistency` (grey models) first
-    projected onto the JPEG's quantization intervals (`jaxcar.data.consistency`)."""
+  def finish(self, output: np.ndarray, decoded: np.ndarray, tables: np.ndarray,
+             stored: jpeg_file.StoredPlanes | None = None) -> np.ndarray:
+    """The restored uint8 image for a decoded JPEG. With `data.jpeg_consistency` it is first projected
+    onto the JPEG's quantization intervals (`jaxcar.data.consistency`): a grey output always, a colour
+    one when the file's `stored` planes are given (YCbCr 4:4:4 or 4:2:0)."""
     value_range = self.config.data.value_range
-    if not (self.config.data.get("jpeg_consistency") and output.shape[-1] == 1):
+    grey = output.shape[-1] == 1
+    if not self.config.data.get("jpeg_consistency") or not (grey or stored is not None):
       return prepare.to_uint8(output, value_range)
-    pixels = np.clip(prepare.from_model_range(np.asarray(output, np.float64), value_range), 0.0, 1.0)
-    projected = consistency.project(pixels * 255.0, decoded, tables[0])
+    pixels = np.clip(prepare.from_model_range(np.asarray(output, np.float64), value_range), 0.0, 1.0) * 255.0
+    if grey:
+      projected = consistency.project(pixels, decoded, tables[0])
+    else:
+      projected = consistency.project_color(pixels, stored)
     return np.round(np.clip(projected, 0.0, 255.0)).astype(np.uint8)
 
 

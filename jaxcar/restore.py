@@ -103,15 +103,15 @@ def warn_if_unfamiliar(loaded: loading.LoadedModel, tables: np.ndarray, name: st
 
 
 def restore_array(loaded: loading.LoadedModel, decoded: np.ndarray, tables: np.ndarray,
-                  settings: Settings) -> np.ndarray:
+                  settings: Settings, stored: jpeg_file.StoredPlanes | None = None) -> np.ndarray:
   """uint8 restoration of a decoded image with the model's channel count (whole or tiled), with a
-  progress bar over the tiles of a large image."""
+  progress bar over the tiles of a large image; `stored` as LoadedModel.restore takes it."""
   height, width = decoded.shape[:2]
   if height * width <= settings.max_pixels:
-    return loaded.restore(decoded, tables, settings.plan())
+    return loaded.restore(decoded, tables, settings.plan(), stored=stored)
   tiles = predict.tile_count(height, width, settings.tile, settings.tile_overlap, loaded.predictor.size_multiple)
   with tqdm(total=tiles, desc="tiles", unit="tile", leave=False) as bar:
-    return loaded.restore(decoded, tables, settings.plan(), bar.update)
+    return loaded.restore(decoded, tables, settings.plan(), bar.update, stored)
 
 
 def restore_image(loaded: loading.LoadedModel, file: jpeg_file.JpegFile, settings: Settings) -> Image.Image:
@@ -128,7 +128,8 @@ def restore_image(loaded: loading.LoadedModel, file: jpeg_file.JpegFile, setting
     _, blue, red = image.convert("YCbCr").split()
     restored = restore_array(loaded, file.luma()[..., None], tables, settings)[..., 0]
     return Image.merge("YCbCr", (Image.fromarray(restored), blue, red)).convert("RGB")
-  return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings))
+  stored = jpeg_file.stored_planes(file.data) if loaded.config.data.get("jpeg_consistency") else None
+  return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings, stored))
 
 
 class ModelByColor:

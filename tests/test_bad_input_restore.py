@@ -30,7 +30,7 @@ class IdentityGrey:
   def __call__(self, image):  # restore_files asks which model restores each file
     return self
 
-  def restore(self, decoded, tables, plan=None, progress=None):
+  def restore(self, decoded, tables, plan=None, progress=None, stored=None):
     self.seen.append(decoded[..., 0].copy())
     return decoded
 

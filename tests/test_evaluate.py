@@ -144,8 +144,8 @@ def test_qgcn_protocol_pads_the_ground_truth_to_the_jpeg_grid_before_compressing
   seen = []
   loaded = _tiny_qcn("qgcn")
   real_restore = loaded.restore
-  monkeypatch.setattr(loaded, "restore", lambda decoded, *rest: seen.append(decoded.shape) or
-                      real_restore(decoded, *rest))
+  monkeypatch.setattr(loaded, "restore", lambda decoded, *rest, **named: seen.append(decoded.shape) or
+                      real_restore(decoded, *rest, **named))
   row, restored = evaluate.evaluate_image(loaded, image, 10, evaluate.Settings(bucket=0))
   assert seen == [(56, 72, 3)] and restored.shape == image.shape
   official = jpeg.decode(jpeg.compress(source, 10), "rgb")[:50, :70]

@@ -12,9 +12,16 @@ The coefficients k are recovered from the decoded pixels (the decoder's rounding
 zoo's validation split a margin of 0 scored best at q 10, 50, 90 and 95: BUILD_NOTES.md, Model zoo). Only whole
 blocks are projected: the encoder filled the partial blocks at the right and bottom edges with pixels
 that are not in the image. The JPEG's 2-D DCT is the orthonormal one, so `DCT @ block @ DCT.T`.
+
+A colour restoration is projected in the file's own space: RGB to JFIF YCbCr (the encoder's
+conversion), each plane at its stored resolution. 4:2:0 chroma was made by averaging 2x2 cells, so
+the cells' averages are projected and each cell is moved by its average's change: the cells' detail
+is kept and their averages land exactly inside the intervals.
 """
 
 import numpy as np
+
+from jaxcar.data import jpeg_file
 
 BLOCK = 8
 DEFAULT_MARGIN = 0.0  # coefficient units
@@ -48,3 +55,22 @@ def project(restored: np.ndarray, decoded: np.ndarray, table: np.ndarray, margin
   result = restored.astype(np.float64)
   result[:rows * BLOCK, :cols * BLOCK, 0] = pixels.transpose(0, 2, 1, 3).reshape(rows * BLOCK, cols * BLOCK)
   return result
+
+
+# JFIF's full-range BT.601 conversion, as libjpeg encodes and decodes colour JPEGs
+RGB_TO_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+YCBCR_TO_RGB = np.linalg.inv(RGB_TO_YCBCR)
+CHROMA_OFFSET = np.array([0.0, 128.0, 128.0])
+
+
+def project_color(restored: np.ndarray, stored: jpeg_file.StoredPlanes, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+  """`restored` RGB (H, W, 3) in 0-255 units, moved into the quantization intervals of the JPEG whose
+  planes are `stored` (jpeg_file.stored_planes); float64 (H, W, 3), RGB."""
+  ycbcr = restored.astype(np.float64) @ RGB_TO_YCBCR.T + CHROMA_OFFSET
+  for channel, (plane, factor, table) in enumerate(zip(stored.planes, stored.factors, stored.tables)):
+    values = ycbcr[..., channel]
+    rows, cols = values.shape[0] // factor, values.shape[1] // factor  # whole cells
+    cells = values[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+    moved = project(cells[..., None], plane[:rows, :cols, None], table, margin)[..., 0] - cells
+    values[:rows * factor, :cols * factor] += np.repeat(np.repeat(moved, factor, axis=0), factor, axis=1)
+  return (ycbcr - CHROMA_OFFSET) @ YCBCR_TO_RGB.T

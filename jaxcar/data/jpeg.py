@@ -78,6 +78,12 @@ def quantization_tables(data: bytes) -> np.ndarray:
   Handles 8- and 16-bit precision and several tables per marker; a later definition of the same id
   replaces the earlier one, as a decoder would see it before the first scan.
   """
+  tables = tables_by_id(data)
+  return np.stack([tables[key] for key in sorted(tables)])
+
+
+def tables_by_id(data: bytes) -> dict[int, np.ndarray]:
+  """{table id: (8, 8) int32 table in natural order} from the DQT markers (see quantization_tables)."""
   tables = {}
   for segment in _segments_before_scan(data):
     position = 0
@@ -93,7 +99,19 @@ def quantization_tables(data: bytes) -> np.ndarray:
       position += 1 + size
   if not tables:
     raise ValueError("no quantization table (DQT marker) found: not a baseline/progressive JPEG")
-  return np.stack([tables[key] for key in sorted(tables)])
+  return tables
+
+
+def components(data: bytes) -> list[tuple[int, int, int]]:
+  """(horizontal sampling factor, vertical sampling factor, quantization table id) of each component
+  the frame header declares, in order (Y, Cb, Cr for a colour JPEG)."""
+  for _, payload in _segments_before_scan(data, _FRAME_MARKERS):
+    count = payload[5] if len(payload) > 5 else 0
+    if len(payload) < 6 + 3 * count:
+      raise ValueError("truncated frame header")
+    fields = payload[6:6 + 3 * count]
+    return [(fields[i + 1] >> 4, fields[i + 1] & 0x0F, fields[i + 2]) for i in range(0, 3 * count, 3)]
+  raise ValueError("corrupt JPEG: no frame header before the first scan")
 
 
 def declared_size(data: bytes) -> tuple[int, int]:

@@ -105,12 +105,61 @@ def _profile_space(profile: bytes) -> str | None:
 def stored_luma(data: bytes) -> np.ndarray | None:
   """The Y plane as the JPEG stores it (decoded without colour conversion), or None for a file that is
   not YCbCr inside (Adobe RGB/CMYK JPEGs)."""
+  planes = _decode_ycbcr(data, 1)
+  return None if planes is None else planes[..., 0].copy()
+
+
+@dataclasses.dataclass
+class StoredPlanes:
+  """A colour JPEG's Y, Cb and Cr planes at the resolution the file stores them (decoded without colour
+  conversion or chroma upsampling), each with its downsampling factor and quantization table."""
+  planes: list[np.ndarray]    # uint8 (h, w) each
+  factors: list[int]          # 1, or 2 for 4:2:0 chroma (both directions)
+  tables: list[np.ndarray]    # (8, 8) natural order
+
+
+def stored_planes(data: bytes) -> StoredPlanes | None:
+  """The planes of a YCbCr JPEG with 4:4:4 or 4:2:0 chroma; None for any other file.
+
+  4:2:0 chroma comes from a second decode at half scale: libjpeg then gives chroma its full 8x8
+  inverse DCT instead of upsampling it, so the planes are the stored ones (tests/test_consistency.py
+  checks their coefficients against an encoder model). 4:2:2 and rarer layouts have no such decode.
+  """
+  found = jpeg.components(data)
+  if len(found) != 3:
+    return None
+  sampling = {(horizontal, vertical) for horizontal, vertical, _ in found}
+  factor = {frozenset({(1, 1)}): 1, frozenset({(2, 2), (1, 1)}): 2}.get(frozenset(sampling))
+  if factor is None or (factor == 2 and found[0][:2] != (2, 2)):
+    return None
+  tables = jpeg.tables_by_id(data)
+  if any(table_id not in tables for *_, table_id in found):
+    return None
+  full = _decode_ycbcr(data, 1)
+  if full is None:
+    return None
+  chroma = full if factor == 1 else _decode_ycbcr(data, 2)
+  height, width = full.shape[:2]
+  if chroma is None or chroma.shape[:2] != (-(-height // factor), -(-width // factor)):
+    return None
+  return StoredPlanes([full[..., 0], chroma[..., 1], chroma[..., 2]], [1, factor, factor],
+                      [tables[table_id] for *_, table_id in found])
+
+
+def _decode_ycbcr(data: bytes, scale: int) -> np.ndarray | None:
+  """uint8 (H', W', 3) YCbCr as stored, decoded at 1/`scale` size; None if not YCbCr inside."""
   with Image.open(io.BytesIO(data)) as opened:
-    opened.draft("YCbCr", opened.size)
+    if opened.info.get("adobe_transform") == 0:
+      return None  # Adobe's marker says the components are RGB (or CMYK), not YCbCr
+    width, height = opened.size
+    opened.draft("YCbCr", (max(1, width // scale), max(1, height // scale)))
     if opened.mode != "YCbCr":
       return None
-    opened.load()
-    return np.asarray(opened)[..., 0].copy()
+    try:
+      opened.load()
+    except OSError:
+      return None  # libjpeg cannot give this file's components as YCbCr
+    return np.asarray(opened)
 
 
 def save(image: Image.Image, path: Path, metadata: dict, output_format: str, quality: int = 95) -> None:
