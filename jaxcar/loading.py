@@ -52,12 +52,15 @@ class LoadedModel:
     grey = output.shape[-1] == 1
     if not self.config.data.get("jpeg_consistency") or not (grey or stored is not None):
       return prepare.to_uint8(output, value_range)
-    pixels = np.clip(prepare.from_model_range(np.asarray(output, np.float64), value_range), 0.0, 1.0) * 255.0
+    # In place where possible: a 12 MP colour image is 288 MB per float64 copy.
+    pixels = prepare.from_model_range(np.asarray(output, np.float64), value_range)
+    pixels = np.multiply(np.clip(pixels, 0.0, 1.0, out=pixels), 255.0, out=pixels)
     if grey:
       projected = consistency.project(pixels, decoded, tables[0])
     else:
       projected = consistency.project_color(pixels, stored)
-    return np.round(np.clip(projected, 0.0, 255.0)).astype(np.uint8)
+    del pixels
+    return np.round(np.clip(projected, 0.0, 255.0, out=projected), out=projected).astype(np.uint8)
 
 
 def load_model(config: ml_collections.ConfigDict | None = None, weights=None, workdir=None,

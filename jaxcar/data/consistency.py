@@ -35,6 +35,7 @@ def _dct_matrix() -> np.ndarray:
 
 
 DCT = _dct_matrix()
+BAND = 64 * BLOCK  # rows projected at a time: bounded memory for a 12 MP image (a multiple of 16)
 
 
 def _blocks(plane: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -45,15 +46,19 @@ def _blocks(plane: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 def project(restored: np.ndarray, decoded: np.ndarray, table: np.ndarray, margin: float = DEFAULT_MARGIN) -> np.ndarray:
   """`restored` (H, W, 1) in 0-255 units, moved into the quantization intervals of `decoded` (the JPEG's
-  own decoded plane, uint8 (H, W, 1)) under the 8x8 `table` (natural order); float64 (H, W, 1)."""
-  rows, cols = restored.shape[0] // BLOCK, restored.shape[1] // BLOCK
-  table = np.asarray(table, np.float64)
-  stored = np.round(DCT @ _blocks(decoded[..., 0], rows, cols) @ DCT.T / table)
-  coefficients = DCT @ _blocks(restored[..., 0], rows, cols) @ DCT.T
-  low, high = (stored - 0.5) * table - margin, (stored + 0.5) * table + margin
-  pixels = DCT.T @ np.clip(coefficients, low, high) @ DCT + 128.0
+  own decoded plane, uint8 (H, W, 1)) under the 8x8 `table` (natural order); float64 (H, W, 1).
+  Done BAND rows at a time; each block's arithmetic is the same whatever the band."""
   result = restored.astype(np.float64)
-  result[:rows * BLOCK, :cols * BLOCK, 0] = pixels.transpose(0, 2, 1, 3).reshape(rows * BLOCK, cols * BLOCK)
+  cols = restored.shape[1] // BLOCK
+  table = np.asarray(table, np.float64)
+  for top in range(0, restored.shape[0] // BLOCK * BLOCK, BAND):
+    rows = min(BAND, restored.shape[0] // BLOCK * BLOCK - top) // BLOCK
+    band = slice(top, top + rows * BLOCK)
+    stored = np.round(DCT @ _blocks(decoded[band, :, 0], rows, cols) @ DCT.T / table)
+    coefficients = DCT @ _blocks(restored[band, :, 0], rows, cols) @ DCT.T
+    low, high = (stored - 0.5) * table - margin, (stored + 0.5) * table + margin
+    pixels = DCT.T @ np.clip(coefficients, low, high) @ DCT + 128.0
+    result[band, :cols * BLOCK, 0] = pixels.transpose(0, 2, 1, 3).reshape(rows * BLOCK, cols * BLOCK)
   return result
 
 
@@ -65,12 +70,17 @@ CHROMA_OFFSET = np.array([0.0, 128.0, 128.0])
 
 def project_color(restored: np.ndarray, stored: jpeg_file.StoredPlanes, margin: float = DEFAULT_MARGIN) -> np.ndarray:
   """`restored` RGB (H, W, 3) in 0-255 units, moved into the quantization intervals of the JPEG whose
-  planes are `stored` (jpeg_file.stored_planes); float64 (H, W, 3), RGB."""
-  ycbcr = restored.astype(np.float64) @ RGB_TO_YCBCR.T + CHROMA_OFFSET
-  for channel, (plane, factor, table) in enumerate(zip(stored.planes, stored.factors, stored.tables)):
-    values = ycbcr[..., channel]
-    rows, cols = values.shape[0] // factor, values.shape[1] // factor  # whole cells
-    cells = values[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
-    moved = project(cells[..., None], plane[:rows, :cols, None], table, margin)[..., 0] - cells
-    values[:rows * factor, :cols * factor] += np.repeat(np.repeat(moved, factor, axis=0), factor, axis=1)
-  return (ycbcr - CHROMA_OFFSET) @ YCBCR_TO_RGB.T
+  planes are `stored` (jpeg_file.stored_planes); float64 (H, W, 3), RGB. Done BAND rows at a time."""
+  result = np.empty(restored.shape, np.float64)
+  for top in range(0, restored.shape[0], BAND):
+    band = slice(top, top + BAND)
+    ycbcr = restored[band].astype(np.float64) @ RGB_TO_YCBCR.T + CHROMA_OFFSET
+    for channel, (plane, factor, table) in enumerate(zip(stored.planes, stored.factors, stored.tables)):
+      values = ycbcr[..., channel]
+      rows, cols = values.shape[0] // factor, values.shape[1] // factor  # whole cells
+      cells = values[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+      plane_band = plane[top // factor:top // factor + rows, :cols, None]
+      moved = project(cells[..., None], plane_band, table, margin)[..., 0] - cells
+      values[:rows * factor, :cols * factor] += np.repeat(np.repeat(moved, factor, axis=0), factor, axis=1)
+    result[band] = (ycbcr - CHROMA_OFFSET) @ YCBCR_TO_RGB.T
+  return result
