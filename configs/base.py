@@ -39,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
                                                  # photos "embedded" leaves out, a source as above, or
                                                  # "split:N": N images of data.source, left out of training
   config.data.validation_quality = 10
-  config.data.jpeg_consistency = False  # evaluate/restore: project a grey model's output onto the JPEG's
+  config.data.jpeg_consistency = False  # evaluate/restore: project the output onto the JPEG's
                                         # quantization intervals (jaxcar.data.consistency)
 
   # --- optimisation ---
