@@ -41,6 +41,9 @@ flags.DEFINE_bool("record", False, "write the table to benchmarks/results/input.
                   "--global_size=N)")
 flags.DEFINE_bool("keep_freed_memory", True,
                   "workers keep freed buffers on the heap (False: an A/B of that choice)")
+flags.DEFINE_integer("min_shared_memory_bytes", None, "workers send arrays of at least this many bytes "
+                     "through shared memory, smaller ones pickled (default: pipeline.MIN_SHARED_MEMORY_BYTES; "
+                     "0: every array, Grain's default)")
 flags.DEFINE_bool("stages", False, "also time each per-patch stage alone (CPU time, median of 15 rounds)")
 flags.DEFINE_string("train_config", "", "also train this config (e.g. qcn:small) on the same source for "
                     "--train_steps with each worker count, and report the share of wall time the training "
@@ -62,25 +65,29 @@ def cpu_seconds() -> float:
   return total
 
 
-def measure(data_config, workers: int) -> tuple[float, float, float]:
-  """(patches per wall second, patches per CPU second, bytes per patch) with `workers` processes (0 =
-  this process); the bytes are what a worker sends the training process for each patch.
+def measure(data_config, workers: int) -> tuple[float, float, float, float]:
+  """(patches per wall second, patches per CPU second, bytes per patch, this process's share of the
+  CPU time) with `workers` processes (0 = this process); the bytes are what a worker sends the training
+  process for each patch.
 
-  The CPU-second rate is what one worker core delivers, whatever else shares the machine.
+  The CPU-second rate is what one worker core delivers, whatever else shares the machine; this
+  process's share is what receiving the batches costs the training process (all of it at 0 workers).
   """
   iterator = pipeline.train_iterator(data_config, batch_size=FLAGS.batch_size, seed=0, process_index=0,
                                      process_count=1, num_workers=workers,
                                      keep_freed_memory=FLAGS.keep_freed_memory)
   for _ in range(FLAGS.warmup_batches):
     next(iterator)
-  batches, start, cpu_start = 0, time.perf_counter(), cpu_seconds()
+  batches, start, cpu_start, own_start = 0, time.perf_counter(), cpu_seconds(), sum(os.times()[:2])
   while time.perf_counter() - start < FLAGS.seconds or not batches:
     batch = next(iterator)
     batches += 1
   patches = batches * FLAGS.batch_size
-  rates = patches / (time.perf_counter() - start), patches / (cpu_seconds() - cpu_start)
+  cpu = cpu_seconds() - cpu_start
+  rates = patches / (time.perf_counter() - start), patches / cpu
+  own_share = (sum(os.times()[:2]) - own_start) / cpu
   iterator.close()  # stops its worker processes before the next count starts its own
-  return (*rates, batch_bytes(batch) / FLAGS.batch_size)
+  return (*rates, batch_bytes(batch) / FLAGS.batch_size, own_share)
 
 
 def batch_bytes(batch: dict) -> int:
@@ -176,12 +183,14 @@ def main(argv):
   data_config.quantization_maps = FLAGS.quantization_maps
   data_config.value_range = "minus_one_one"
   data_config.global_size = FLAGS.global_size
+  if FLAGS.min_shared_memory_bytes is not None:
+    pipeline.MIN_SHARED_MEMORY_BYTES = FLAGS.min_shared_memory_bytes
   rows = []
   for workers in [int(w) for w in FLAGS.workers]:
-    rate, cpu_rate, patch_bytes = measure(data_config, workers)
-    rows.append((workers, rate, cpu_rate, patch_bytes))
+    rate, cpu_rate, patch_bytes, own_share = measure(data_config, workers)
+    rows.append((workers, rate, cpu_rate, patch_bytes, own_share))
     print(f"{workers} workers: {rate:,.0f} patches/s, {cpu_rate:,.0f} per CPU second, {patch_bytes:,.0f} bytes "
-          "per patch", flush=True)
+          f"per patch, {own_share:.0%} of the CPU in the training process", flush=True)
   table = format_table(rows)
   if FLAGS.train_config:
     table += (f"\n\nTraining `{FLAGS.train_config}` on the same source, {FLAGS.train_steps} steps: share of wall "
@@ -196,30 +205,43 @@ def main(argv):
     name = f"input_global{FLAGS.global_size}" if FLAGS.global_size else "input"
     common.save(name, table + "\n", {"command": format_command(), "table": table, "rows": [
         {"workers": workers, "patches_per_second": rate, "patches_per_cpu_second": cpu_rate,
-         "bytes_per_patch": patch_bytes} for workers, rate, cpu_rate, patch_bytes in rows]})
+         "bytes_per_patch": patch_bytes, "training_process_cpu_share": own_share}
+        for workers, rate, cpu_rate, patch_bytes, own_share in rows]})
 
 
 def format_command() -> str:
   return "python -m benchmarks input " + " ".join(
       f"--{name}={FLAGS[name].value}" for name in ("patch_size", "color", "quantization_maps", "global_size",
                                                    "batch_size", "seconds", "keep_freed_memory", "stages",
-                                                   "train_config", "train_steps"))
+                                                   "train_config", "train_steps")) + (
+      f" --min_shared_memory_bytes={pipeline.MIN_SHARED_MEMORY_BYTES}")
 
 
 def format_table(rows) -> str:
   command = format_command()
-  base_rate = rows[0][1] if rows and rows[0][0] == 0 else None
+  base_rate, base_cpu_rate = (rows[0][1], rows[0][2]) if rows and rows[0][0] == 0 else (None, None)
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   machine = platform.processor() or platform.machine()
   lines = [f"Input pipeline, {FLAGS.patch_size}x{FLAGS.patch_size} {FLAGS.color}, "
            f"maps={FLAGS.quantization_maps}, global={FLAGS.global_size}, q in [1, 60], on {machine} "
            f"({os.cpu_count()} cores, load average {load:.1f} at the end): `{command}`", "",
-           "| workers | patches/s (wall) | vs 0 workers | patches per CPU second | bytes per patch shipped |",
-           "|---|---|---|---|---|"]
-  for workers, rate, cpu_rate, patch_bytes in rows:
+           "| workers | patches/s (wall) | vs 0 workers | patches per CPU second | bytes per patch shipped "
+           "| CPU share of the training process | vs 0 workers, each worker on a core of its own |",
+           "|---|---|---|---|---|---|---|"]
+  for workers, rate, cpu_rate, patch_bytes, own_share in rows:
     ratio = f"{rate / base_rate:.2f}x" if base_rate else "-"
-    lines.append(f"| {workers} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} | {patch_bytes:,.0f} |")
+    lines.append(f"| {workers} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} | {patch_bytes:,.0f} | {own_share:.0%} "
+                 f"| {own_core_scaling(workers, cpu_rate, own_share, base_cpu_rate)} |")
   return "\n".join(lines)
+
+
+def own_core_scaling(workers: int, cpu_rate: float, own_share: float, base_cpu_rate: float | None) -> str:
+  """The wall-rate ratio to 0 workers on a machine with a core for each worker and one for the
+  training process: workers x (patches per worker CPU second) / (patches per CPU second at 0 workers).
+  A projection from CPU accounting: on 2 cores the training process takes its share from the workers."""
+  if not workers or not base_cpu_rate or own_share >= 1.0:
+    return "-"
+  return f"{workers * cpu_rate / (1.0 - own_share) / base_cpu_rate:.2f}x"
 
 
 if __name__ == "__main__":

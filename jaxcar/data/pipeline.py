@@ -37,8 +37,18 @@ def train_iterator(data_config, *, batch_size: int, seed: int, process_index: in
       flags.FLAGS.mark_as_parsed()
     options = grain.MultiprocessingOptions(num_workers=workers,
                                            per_worker_buffer_size=data_config.prefetch_buffer_size)
+    dataset = grain.experimental.WithOptionsIterDataset(
+        dataset, grain.experimental.DatasetOptions(min_shm_size=MIN_SHARED_MEMORY_BYTES))
     dataset = dataset.mp_prefetch(options, worker_init_fn=_keep_freed_memory if keep_freed_memory else None)
   return iter(dataset)
+
+
+# Arrays smaller than this go from a worker to the training process through the pipe, pickled; larger
+# ones through shared memory (Grain's default sends every array that way). Each shared-memory array
+# costs a segment created, registered with multiprocessing's resource tracker, mapped twice and
+# unlinked: for a batch of 16-64 patches (0.2-0.8 MB per array) that cost more CPU than the pickling
+# copy, for 256 (3 MB) less (docs/performance.md, Input).
+MIN_SHARED_MEMORY_BYTES = 1 << 20
 
 
 def _keep_freed_memory(worker_index: int = 0, worker_count: int = 1) -> None:
