@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from jaxcar import cli, loading, metrics, paths, predict
-from jaxcar.data import jpeg, jpeg_file, sources
+from jaxcar.data import jpeg, sources
 
 DATASETS = ("live1_color", "live1_gray", "classic5")  # the benchmark sets; folders: sources.DATASETS
 METRICS = ("psnr", "ssim", "psnr_b")
@@ -88,12 +88,11 @@ def score(ground_truth: np.ndarray, image: np.ndarray, ssim_window: str) -> dict
           "psnr_b": metrics.psnr_b(ground_truth, image)}
 
 
-def compressed(ground_truth: np.ndarray, quality: int, color: str, protocol: str):
-  """(decoded JPEG, its quantization tables, its stored planes or None) as `protocol` makes them; the
-  decoded image may be padded. The planes (what a colour model's projection needs) only for colour."""
+def compressed(ground_truth: np.ndarray, quality: int, color: str, protocol: str) -> tuple[np.ndarray, np.ndarray, bytes]:
+  """(decoded JPEG, its quantization tables, the file) as `protocol` makes them; the decoded image may
+  be padded."""
   data = jpeg.compress(jpeg_source(ground_truth, protocol), quality, JPEG_SUBSAMPLING)
-  stored = jpeg_file.stored_planes(data) if color == "rgb" else None
-  return jpeg.decode(data, color), jpeg.quantization_tables(data), stored
+  return jpeg.decode(data, color), jpeg.quantization_tables(data), data
 
 
 def evaluate_image(loaded, ground_truth: np.ndarray, quality: int, settings: Settings):
@@ -101,9 +100,9 @@ def evaluate_image(loaded, ground_truth: np.ndarray, quality: int, settings: Set
   restoration are cropped to the ground truth's size before scoring (a no-op unless padded)."""
   height, width = ground_truth.shape[:2]
   protocol = protocol_for(loaded.config.model.name, settings.protocol)
-  padded, tables, stored = compressed(ground_truth, quality, loaded.color, protocol)
+  padded, tables, data = compressed(ground_truth, quality, loaded.color, protocol)
   plan = predict.Plan(bucket=settings.bucket, self_ensemble=settings.self_ensemble)  # whole images
-  restored = loaded.restore(padded, tables, plan, stored=stored)[:height, :width]
+  restored = loaded.restore(padded, tables, plan, stored=loaded.stored_planes(data))[:height, :width]
   decoded = padded[:height, :width]
   row = {f"jpeg_{k}": v for k, v in score(ground_truth, decoded, settings.ssim_window).items()}
   row.update(score(ground_truth, restored, settings.ssim_window))

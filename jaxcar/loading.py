@@ -35,6 +35,12 @@ class LoadedModel:
     prepared = prepare.model_inputs(decoded, tables, self.config.data)
     return prepared["inputs"], prepared.get("global_inputs")
 
+  def stored_planes(self, data: bytes) -> jpeg_file.StoredPlanes | None:
+    """The colour JPEG `data`'s own planes when this model projects colour outputs (`finish`), else None."""
+    if self.color != "rgb" or not self.config.data.get("jpeg_consistency"):
+      return None
+    return jpeg_file.stored_planes(data)
+
   def restore(self, decoded: np.ndarray, tables: np.ndarray, plan: predict.Plan = predict.Plan(),
               progress: Callable[[], None] | None = None,
               stored: jpeg_file.StoredPlanes | None = None) -> np.ndarray:

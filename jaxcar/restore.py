@@ -128,8 +128,8 @@ def restore_image(loaded: loading.LoadedModel, file: jpeg_file.JpegFile, setting
     _, blue, red = image.convert("YCbCr").split()
     restored = restore_array(loaded, file.luma()[..., None], tables, settings)[..., 0]
     return Image.merge("YCbCr", (Image.fromarray(restored), blue, red)).convert("RGB")
-  stored = jpeg_file.stored_planes(file.data) if loaded.config.data.get("jpeg_consistency") else None
-  return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings, stored))
+  return Image.fromarray(restore_array(loaded, np.asarray(image.convert("RGB")), tables, settings,
+                                       loaded.stored_planes(file.data)))
 
 
 class ModelByColor:
