@@ -18,13 +18,14 @@ shipped weights of the one before (the learning curves were still rising at the 
   instead of L1, at a lower rate still. Plain MSE here raised q10 but lost 0.14 dB at q95 on Classic5:
   its largest errors, the low qualities', drown the rest.
 - `:v4` (grey): from grey-v3, four more residual blocks that start as the identity.
+- `:v3` (colour): from color-v2, grey's v3 and v4 at once: four more blocks and the log squared error.
 """
 
 from jaxcar.configs import common
 
 
 def get_config(arg=None, color="rgb"):
-  config, variants = common.start(arg, known=("small", "v2") + (("v3", "v4") if color == "grey" else ()))
+  config, variants = common.start(arg, known=("small", "v2", "v3") + (("v4",) if color == "grey" else ()))
   common.set_model(config, "qcn", color=color, num_blocks=8, features=48, dtype="bfloat16",
                    residual_output=True)
   data = config.data
@@ -61,7 +62,16 @@ def get_config(arg=None, color="rgb"):
     config.num_steps = 6_000
     config.optimizer.learning_rate = 2e-4
     config.optimizer.warmup_steps = 100
-  if "v3" in variants:
+  if "v3" in variants and color == "rgb":
+    # Colour's third stage does what grey's third and fourth did together: four more residual blocks
+    # that start as the identity (the network starts as color-v2) and the log squared error.
+    config.init_from = "color-v2"
+    config.model.options.num_blocks = 12
+    config.num_steps = 8_000
+    config.loss = "log_mse"
+    config.optimizer.learning_rate = 1e-4
+    config.optimizer.warmup_steps = 100
+  if "v3" in variants and color == "grey":
     config.init_from = "grey-v2"
     config.num_steps = 6_000
     config.loss = "log_mse"
