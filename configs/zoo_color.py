@@ -62,25 +62,17 @@ def get_config(arg=None, color="rgb"):
     config.num_steps = 6_000
     config.optimizer.learning_rate = 2e-4
     config.optimizer.warmup_steps = 100
-  if "v3" in variants and color == "rgb":
-    # Colour's third stage does what grey's third and fourth did together: four more residual blocks
-    # that start as the identity (the network starts as color-v2) and the log squared error.
-    config.init_from = "color-v2"
-    config.model.options.num_blocks = 12
-    config.num_steps = 8_000
-    config.loss = "log_mse"
-    config.optimizer.learning_rate = 1e-4
-    config.optimizer.warmup_steps = 100
   if "v3" in variants and color == "grey":
     config.init_from = "grey-v2"
     config.num_steps = 6_000
     config.loss = "log_mse"
     config.optimizer.learning_rate = 1e-4
     config.optimizer.warmup_steps = 100
-  if "v4" in variants:
+  if "v4" in variants or ("v3" in variants and color == "rgb"):
     # Deeper, not longer: 12 residual blocks, the 4 new ones starting as the identity (their second
-    # convolution at zero), so the network starts as grey-v3 and learns what the extra depth adds.
-    config.init_from = "grey-v3"
+    # convolution at zero), so the network starts as its parent and learns what the extra depth adds.
+    # Colour's third stage does what grey's third and fourth did, at once.
+    config.init_from = "color-v2" if color == "rgb" else "grey-v3"
     config.model.options.num_blocks = 12
     config.num_steps = 8_000
     config.loss = "log_mse"
